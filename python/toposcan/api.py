@@ -1,0 +1,338 @@
+"""The Python API: :func:`evaluate` one configuration, :func:`enumerate` a space.
+
+Both call the same Rust scoring code. Keyword names are the same here and (as ``--kebab-case``)
+on the ``topo`` command line.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import polars as pl
+
+from toposcan import _core, spec
+from toposcan.errors import InputError, ToposcanError
+from toposcan.frame import to_frame
+
+Recompute = Literal["none", "selective", "full"]
+Precision = Literal["fp32", "fp16", "bf16", "fp8"]
+IntOrList = int | Sequence[int] | range | str
+
+
+def _core_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except _core.CoreError as e:
+        code, field, message = e.args if len(e.args) == 3 else ("invalid_value", "", str(e))
+        raise InputError(message, code=code) from None
+
+
+def _strategy(kw: dict[str, Any], gpus: int, prof_entry: dict[str, Any]) -> dict[str, Any]:
+    tp = spec.positive_int("tp", kw.get("tp", 1), maximum=1 << 12)
+    pp = spec.positive_int("pp", kw.get("pp", 1), maximum=1 << 16)
+    cp = spec.positive_int("cp", kw.get("cp", 1), maximum=1 << 12)
+    dp_given = kw.get("dp")
+    if dp_given is None:
+        if gpus % (tp * pp * cp):
+            raise InputError(f"tp*pp*cp = {tp * pp * cp} does not divide the cluster's {gpus} GPUs; give `dp`",
+                             code="gpus_mismatch")
+        dp = gpus // (tp * pp * cp)
+    else:
+        dp = spec.positive_int("dp", dp_given, maximum=1 << 24)
+    mbs = spec.positive_int("mbs", kw.get("mbs", 1), maximum=1 << 20)
+    gbs = kw.get("gbs")
+    gbs = spec.positive_int("gbs", gbs if gbs is not None else spec.DEFAULT_GBS, maximum=spec.MAX_INT)
+    flash = kw.get("flash_attention")
+    return {
+        "dp": dp, "tp": tp, "pp": pp,
+        "vpp": spec.positive_int("vpp", kw.get("vpp", 1), maximum=1 << 10),
+        "cp": cp,
+        "ep": spec.positive_int("ep", kw.get("ep", 1), maximum=1 << 16),
+        "mbs": mbs, "gbs": gbs,
+        "zero_stage": spec.positive_int("zero_stage", kw.get("zero_stage", 1), minimum=0, maximum=3),
+        "recompute": spec.choice("recompute", kw.get("recompute", "full"), spec.RECOMPUTE),
+        "sequence_parallel": spec.boolean("sequence_parallel", kw.get("sequence_parallel", False)),
+        "precision": spec.choice("precision", kw.get("precision", "bf16"), spec.PRECISIONS),
+        "flash_attention": spec.boolean("flash_attention", prof_entry["flash_attention"] if flash is None else flash),
+        "uneven_stages": spec.boolean("uneven_stages", kw.get("uneven_stages", True)),
+    }
+
+
+def _inputs(model: str | None, gpu: str, nodes: Any, gpus_per_node: Any, profile: str | None,
+            fields: dict[str, Any]) -> tuple[dict, str, dict, dict, dict]:
+    model_d, label = spec.model_dict(model, fields)
+    cluster_d = spec.cluster_dict(gpu, nodes, gpus_per_node)
+    prof_d, prof_entry = spec.profile_dict(profile)
+    return model_d, label, cluster_d, prof_d, prof_entry
+
+
+def evaluate(
+    model: str | None = None,
+    *,
+    gpu: str = "a100-80",
+    nodes: int = 1,
+    gpus_per_node: int | None = None,
+    layers: int | None = None,
+    hidden: int | None = None,
+    heads: int | None = None,
+    kv_heads: int | None = None,
+    ffn_hidden: int | None = None,
+    activation: str | None = None,
+    vocab: int | None = None,
+    seq_len: int | None = None,
+    tied_embeddings: bool | None = None,
+    experts: int | None = None,
+    topk: int | None = None,
+    dp: int | None = None,
+    tp: int = 1,
+    pp: int = 1,
+    vpp: int = 1,
+    cp: int = 1,
+    ep: int = 1,
+    mbs: int = 1,
+    gbs: int | None = None,
+    zero_stage: int = 1,
+    recompute: Recompute = "full",
+    sequence_parallel: bool = False,
+    precision: Precision = "bf16",
+    flash_attention: bool | None = None,
+    uneven_stages: bool = True,
+    profile: str | None = None,
+    headroom: float = 0.03,
+    train_tokens: float = 1e12,
+    allow_cross_node_tp: bool = False,
+    rampup: bool = False,
+    stages: bool = False,
+    _frame: bool = True,
+) -> Any:
+    """Score one configuration.
+
+    Returns a one-row ``polars.DataFrame`` with every column of :func:`enumerate` plus
+    ``feasible``, ``reject`` (the code of the first broken rule, or null) and ``reject_message``.
+    With ``stages=True`` returns ``(row, per_stage)``, where ``per_stage`` has one row per pipeline
+    stage and the memory parts in GiB.
+
+    ``dp`` defaults to GPUs / (tp * pp * cp); ``gbs`` to 2048 (seeds/001).
+
+    >>> row = evaluate("bloom-176b", gpu="a100-80", nodes=48, tp=4, pp=12, mbs=2, gbs=2048)
+    >>> bool(row["feasible"][0]), int(row["dp"][0])
+    (True, 8)
+    """
+    fields = dict(layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads, ffn_hidden=ffn_hidden,
+                  activation=activation, vocab=vocab, seq_len=seq_len, tied_embeddings=tied_embeddings,
+                  experts=experts, topk=topk)
+    model_d, label, cluster_d, prof_d, prof_entry = _inputs(model, gpu, nodes, gpus_per_node, profile, fields)
+    gpus = cluster_d["nodes"] * cluster_d["gpus_per_node"]
+    strat = _strategy(dict(dp=dp, tp=tp, pp=pp, vpp=vpp, cp=cp, ep=ep, mbs=mbs, gbs=gbs, zero_stage=zero_stage,
+                           recompute=recompute, sequence_parallel=sequence_parallel, precision=precision,
+                           flash_attention=flash_attention, uneven_stages=uneven_stages), gpus, prof_entry)
+    opts = spec.options_dict(headroom, train_tokens, allow_cross_node_tp, rampup)
+    cols, labels, reject, message, per_stage = _core_call(_core.evaluate, model_d, cluster_d, strat, prof_d, opts)
+    if not _frame:
+        return {k: v[0] for k, v in cols.items()}
+    row = to_frame(cols, labels).with_columns(
+        pl.lit(label).alias("model"),
+        pl.lit(gpu).alias("gpu"),
+        pl.lit(reject is None).alias("feasible"),
+        pl.lit(reject, dtype=pl.String).alias("reject"),
+        pl.lit(message, dtype=pl.String).alias("reject_message"),
+    )
+    if not stages:
+        return row
+    gib = float(1024**3)
+    st = pl.DataFrame(per_stage).with_columns(
+        [(pl.col(c) / gib).alias(f"{c}_gb") for c in
+         ("weights", "gradients", "optimizer", "activations", "logits", "buffers", "overhead", "total")]
+    ).select(["stage", "layers", "weights_gb", "gradients_gb", "optimizer_gb", "activations_gb", "logits_gb",
+              "buffers_gb", "overhead_gb", "total_gb"])
+    return row, st
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+class _Bar:
+    """A one-line progress bar on stderr: percent, candidates/s, time left."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.shown = False
+
+    def __call__(self, visited: int, total: int) -> bool:
+        el = time.perf_counter() - self.t0
+        if el < 0.5:
+            return True
+        rate = visited / el if el > 0 else 0.0
+        left = (total - visited) / rate if rate > 0 else math.inf
+        frac = visited / total if total else 1.0
+        bar = "#" * int(frac * 30)
+        sys.stderr.write(f"\r[{bar:<30}] {frac:6.1%}  {rate / 1e6:7.1f} M cand/s  {left:6.1f} s left")
+        sys.stderr.flush()
+        self.shown = True
+        return True
+
+    def close(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+
+
+def enumerate(
+    model: str | None = None,
+    *,
+    gpu: str = "a100-80",
+    nodes: int = 1,
+    gpus_per_node: int | None = None,
+    layers: IntOrList | None = None,
+    hidden: IntOrList | None = None,
+    heads: IntOrList | None = None,
+    kv_heads: int | None = None,
+    ffn_hidden: int | None = None,
+    activation: str | None = None,
+    vocab: int | None = None,
+    seq_len: int | None = None,
+    tied_embeddings: bool | None = None,
+    experts: int | None = None,
+    topk: int | None = None,
+    params: float | None = None,
+    tolerance: float | str = 0.05,
+    tp: IntOrList | None = None,
+    pp: IntOrList | None = None,
+    vpp: IntOrList = 1,
+    cp: IntOrList = 1,
+    ep: IntOrList = 1,
+    mbs: IntOrList = (1, 2, 4, 8),
+    gbs: IntOrList | None = None,
+    zero_stage: IntOrList = (0, 1, 2, 3),
+    recompute: Recompute | Sequence[Recompute] = ("none", "selective", "full"),
+    sequence_parallel: bool | Sequence[bool] | None = None,
+    precision: Precision = "bf16",
+    flash_attention: bool | None = None,
+    uneven_stages: bool = True,
+    profile: str | None = None,
+    headroom: float = 0.03,
+    train_tokens: float = 1e12,
+    allow_cross_node_tp: bool = False,
+    rampup: bool = False,
+    top: int | None = None,
+    objective: str = "step_time_s",
+    descending: bool | None = None,
+    pareto: tuple[str, str] | None = None,
+    cap: int = 1_000_000,
+    include_infeasible: bool = False,
+    progress: bool | Callable[[int, int], bool | None] = False,
+    with_stats: bool = False,
+) -> Any:
+    """Enumerate every candidate of a space, score it and reduce the result.
+
+    The space is the Cartesian product of the value lists: model shape (``hidden``, ``layers``,
+    ``heads``: an int, a list, a ``range`` or a string ``"12288:16384:128"``; with ``params`` and
+    ``tolerance`` only shapes within the budget stay) and strategy (``tp`` defaults to the powers
+    of two up to a node, ``pp`` to every divisor of the GPU count that leaves one layer per stage,
+    ``mbs``, ``gbs``, ``zero_stage``, ``recompute``, ``sequence_parallel``, ``vpp``, ``cp``, ``ep``).
+    ``dp`` follows from the GPU count.
+
+    Returns the feasible rows sorted by ``objective`` (fastest step first): all of them up to
+    ``cap``, the ``top`` best, or the Pareto front of two columns (``pareto=("step_time_s",
+    "mem_gb")``). With ``with_stats=True`` returns ``(frame, stats)``; stats has ``candidates`` (the
+    whole product), ``scored`` (reached the full cost model), ``pruned`` (count per rule),
+    ``seconds``, and ``partial`` (stopped early, e.g. by Ctrl-C or a callback returning False).
+
+    >>> df = enumerate("llama-2-7b", gpu="h100-80", nodes=1, gbs=64, top=3)
+    >>> df.height, bool((df["step_time_s"].diff().drop_nulls() >= 0).all())
+    (3, True)
+    """
+    fields = dict(kv_heads=kv_heads, ffn_hidden=ffn_hidden, activation=activation, vocab=vocab, seq_len=seq_len,
+                  tied_embeddings=tied_embeddings, experts=experts, topk=topk)
+    scalar_shape = {k: v for k, v in (("layers", layers), ("hidden", hidden), ("heads", heads))
+                    if v is not None and isinstance(v, int) and not isinstance(v, bool)}
+    model_d, label, cluster_d, prof_d, prof_entry = _inputs(model, gpu, nodes, gpus_per_node, profile,
+                                                            {**fields, **scalar_shape})
+    gpus = cluster_d["nodes"] * cluster_d["gpus_per_node"]
+    gpn = cluster_d["gpus_per_node"]
+    hidden_l = spec.int_list("hidden", hidden, maximum=1 << 22) if hidden is not None else [model_d["hidden"]]
+    layers_l = spec.int_list("layers", layers, maximum=1 << 20) if layers is not None else [model_d["layers"]]
+    heads_l = spec.int_list("heads", heads, maximum=1 << 16) if heads is not None else [model_d["heads"]]
+    params_range = None
+    if params is not None:
+        budget = spec.positive_float("params", params, maximum=1e16)
+        tol = tolerance
+        if isinstance(tol, str):
+            t = tol.strip()
+            tol = float(t[:-1]) / 100 if t.endswith("%") else t
+        tol = spec.positive_float("tolerance", tol, minimum=0.0, maximum=1.0, inclusive_min=True)
+        params_range = (budget * (1 - tol), budget * (1 + tol))
+    max_tp = gpus if allow_cross_node_tp else min(gpn, gpus)
+    tp_l = spec.int_list("tp", tp, maximum=1 << 12) if tp is not None else [t for t in (1, 2, 4, 8, 16, 32, 64)
+                                                                                 if t <= max_tp]
+    max_layers = max(layers_l)
+    pp_l = (spec.int_list("pp", pp, maximum=1 << 16) if pp is not None
+            else [p for p in _divisors(gpus) if p <= max_layers] or [1])
+    if isinstance(recompute, str):
+        recompute = [recompute]
+    rec_l = [spec.choice("recompute", r, spec.RECOMPUTE) for r in recompute]
+    if sequence_parallel is None:
+        sp_l = [False, True] if max(tp_l) > 1 else [False]
+    elif isinstance(sequence_parallel, (bool, str, int)):
+        sp_l = [spec.boolean("sequence_parallel", sequence_parallel)]
+    else:
+        sp_l = sorted({spec.boolean("sequence_parallel", v) for v in sequence_parallel})
+    flash = prof_entry["flash_attention"] if flash_attention is None else spec.boolean("flash_attention",
+                                                                                        flash_attention)
+    space = {
+        "hidden": hidden_l, "layers": layers_l, "heads": heads_l, "params_range": params_range,
+        "tp": tp_l, "cp": spec.int_list("cp", cp, maximum=1 << 12), "ep": spec.int_list("ep", ep, maximum=1 << 16),
+        "mbs": spec.int_list("mbs", mbs, maximum=1 << 20), "sequence_parallel": sp_l, "recompute": rec_l,
+        "pp": pp_l, "vpp": spec.int_list("vpp", vpp, maximum=1 << 10),
+        "gbs": spec.int_list("gbs", gbs if gbs is not None else spec.DEFAULT_GBS),
+        "zero_stage": spec.int_list("zero_stage", zero_stage, minimum=0, maximum=3),
+        "precision": spec.choice("precision", precision, spec.PRECISIONS), "flash_attention": flash,
+        "uneven_stages": spec.boolean("uneven_stages", uneven_stages),
+        "keep_infeasible": spec.boolean("include_infeasible", include_infeasible),
+    }
+    opts = spec.options_dict(headroom, train_tokens, allow_cross_node_tp, rampup)
+    desc = None if descending is None else spec.boolean("descending", descending)
+    if pareto is not None:
+        if isinstance(pareto, str) or len(pareto) != 2:
+            raise InputError(f"`pareto` must be two column names, got {pareto!r}", code="invalid_value")
+        reducer = {"kind": "pareto", "a": str(pareto[0]), "b": str(pareto[1]), "descending": None}
+    elif top is not None:
+        reducer = {"kind": "top", "k": spec.positive_int("top", top, maximum=10_000_000),
+                   "objective": str(objective), "descending": desc}
+    else:
+        reducer = {"kind": "all", "cap": spec.positive_int("cap", cap, maximum=100_000_000),
+                   "objective": str(objective), "descending": desc}
+    bar: _Bar | None = None
+    cb: Callable[[int, int], bool] | None = None
+    if progress is True:
+        bar = _Bar()
+        cb = bar
+    elif callable(progress):
+        user = progress
+
+        def cb(visited: int, total: int) -> bool:
+            return user(visited, total) is not False
+    try:
+        cols, labels, stats = _core_call(_core.enumerate, space, model_d, cluster_d, prof_d, opts, reducer, cb)
+    finally:
+        if bar is not None:
+            bar.close()
+    df = to_frame(cols, labels).with_columns(pl.lit(label).alias("model"), pl.lit(gpu).alias("gpu"))
+    if not include_infeasible:
+        pass
+    stats = dict(stats)
+    stats["model"] = label
+    stats["profile"] = profile or spec.DEFAULT_PROFILE
+    if stats.get("interrupted"):
+        sys.stderr.write("interrupted: returning the candidates scored so far (partial)\n")
+    return (df, stats) if with_stats else df
+
+
+__all__ = ["enumerate", "evaluate"]
+_ = builtins
+_ = ToposcanError

@@ -1,0 +1,133 @@
+"""Catalogs: GPUs, models and efficiency profiles, read from the TOML files in ``data/``.
+
+Each entry carries its ``source``. Lookups by name fail with a one-line error that lists what is
+allowed.
+"""
+
+from __future__ import annotations
+
+import functools
+import tomllib
+from importlib import resources
+from typing import Any
+
+import polars as pl
+
+from toposcan.errors import InputError
+
+
+@functools.cache
+def _load(name: str) -> dict[str, dict[str, Any]]:
+    text = resources.files("toposcan").joinpath("data", name).read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def _lookup(kind: str, file: str, name: str) -> dict[str, Any]:
+    table = _load(file)
+    if not isinstance(name, str) or name not in table:
+        allowed = ", ".join(sorted(table))
+        raise InputError(f"unknown {kind} `{name}`; one of: {allowed}", code=f"unknown_{kind}",
+                         hint=f"`topo {kind}s` lists them with their sources")
+    return table[name]
+
+
+def gpu_spec(name: str) -> dict[str, Any]:
+    """The catalog entry of a GPU (peak TFLOP/s per dtype, memory, bandwidths, power, source)."""
+    return _lookup("gpu", "gpus.toml", name)
+
+
+def model_spec(name: str) -> dict[str, Any]:
+    """The catalog entry of a model (layers, hidden, heads, ..., source)."""
+    return _lookup("model", "models.toml", name)
+
+
+def profile_spec(name: str) -> dict[str, Any]:
+    """The constants of an efficiency profile (see ``data/profiles.toml``)."""
+    return _lookup("profile", "profiles.toml", name)
+
+
+def gpu_names() -> list[str]:
+    return sorted(_load("gpus.toml"))
+
+
+def model_names() -> list[str]:
+    return sorted(_load("models.toml"))
+
+
+def profile_names() -> list[str]:
+    return sorted(_load("profiles.toml"))
+
+
+def gpus() -> pl.DataFrame:
+    """Every GPU of the catalog, one row each, with its source.
+
+    >>> df = gpus()
+    >>> int(df.filter(pl.col("name") == "a100-80")["sms"][0])
+    108
+    """
+    rows = []
+    for name, g in _load("gpus.toml").items():
+        peak = g["peak_tflops"]
+        rows.append({
+            "name": name,
+            "full_name": g["name"],
+            "memory_gib": float(g["memory_gib"]),
+            "memory_bw_gbs": float(g["memory_bw_gbs"]),
+            "sms": int(g["sms"]),
+            "fp32_tflops": float(peak.get("fp32", 0.0)),
+            "tf32_tflops": float(peak.get("tf32", 0.0)),
+            "fp16_tflops": float(peak.get("fp16", 0.0)),
+            "bf16_tflops": float(peak.get("bf16", 0.0)),
+            "fp8_tflops": float(peak.get("fp8", 0.0)),
+            "intra_node_gbs": float(g["intra_node_gbs"]),
+            "gpus_per_node": int(g["gpus_per_node"]),
+            "inter_node_gbs": float(g["inter_node_gbs"]),
+            "board_power_w": float(g["board_power_w"]),
+            "source": g["source"],
+        })
+    return pl.DataFrame(rows).sort("name")
+
+
+def models() -> pl.DataFrame:
+    """Every model of the catalog with its exact parameter count (computed by the core).
+
+    >>> df = models()
+    >>> int(df.filter(pl.col("name") == "bloom-176b")["params"][0])
+    176247271424
+    """
+    from toposcan.api import evaluate  # the core computes params; one formula, one place
+
+    rows = []
+    for name, m in _load("models.toml").items():
+        row = evaluate(model=name, gpu="a100-80", nodes=1, gpus_per_node=1, dp=1, tp=1, pp=1, mbs=1, gbs=1,
+                       _frame=False)
+        rows.append({
+            "name": name,
+            "params": int(row["params"]),
+            "params_active": int(row["params_active"]),
+            "layers": m["layers"],
+            "hidden": m["hidden"],
+            "heads": m["heads"],
+            "kv_heads": m["kv_heads"],
+            "ffn_hidden": m["ffn_hidden"],
+            "activation": m["activation"],
+            "vocab": m["vocab"],
+            "seq_len": m["seq_len"],
+            "tied_embeddings": m["tied_embeddings"],
+            "position": m["position"],
+            "experts": m["experts"],
+            "topk": m["topk"],
+            "attention": m["attention"],
+            "params_published": m["params_published"],
+            "source": m["source"],
+        })
+    return pl.DataFrame(rows).sort("name")
+
+
+def profiles() -> pl.DataFrame:
+    """Every efficiency profile with its constants and source."""
+    rows = []
+    for name, p in _load("profiles.toml").items():
+        rows.append({"name": name, **{k: v for k, v in p.items() if not isinstance(v, list)},
+                     "fitted_on": ",".join(p.get("fitted_on", []))})
+    return pl.DataFrame(rows).sort("name")

@@ -1,0 +1,285 @@
+"""`topo`: the command line (typer). Data goes to stdout, everything else to stderr.
+
+Errors print as ``error: <one line>`` and, after a blank line, ``hint: ...``; exit code 1 for a
+user error, 2 for a usage error or an internal one. Never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+from typer.exceptions import TyperException
+
+import toposcan
+from toposcan import render, spec
+from toposcan.errors import ToposcanError
+
+app = typer.Typer(
+    name="topo",
+    help="Enumerate and score LLM-training configurations before launch.\n\n"
+    "Examples:\n\n"
+    "  topo enumerate --nodes 48 --gpu a100-80\n\n"
+    "  topo enumerate --nodes 48 --gpu a100-80 --params 176e9 --tolerance 3% --hidden 12288:16384:128 --layers 60:100\n\n"
+    "  topo evaluate --model bloom-176b --nodes 48 --tp 4 --pp 12 --mbs 2\n\n"
+    "  topo check launch.sh --nodes 48 --gpu a100-80 || exit 1",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"topo {toposcan.__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """toposcan's command line."""
+
+
+Opt = typer.Option
+ModelOpt = Annotated[Optional[str], Opt("--model", "-m", help="Catalog model (`topo models`); default bloom-176b.")]
+GpuOpt = Annotated[str, Opt("--gpu", "-g", help="Catalog GPU (`topo gpus`).")]
+NodesOpt = Annotated[str, Opt("--nodes", "-n", help="Nodes in the cluster.")]
+GpnOpt = Annotated[Optional[str], Opt("--gpus-per-node", help="GPUs per node (default: the GPU's usual node).")]
+StrOpt = Optional[str]
+
+
+def _stderr(msg: str) -> None:
+    sys.stderr.write(msg + "\n")
+
+
+def _model_fields(**kw: Any) -> dict[str, Any]:
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+def _header(kind: str, df_model: str, gpu: str, nodes: Any, stats: dict[str, Any] | None = None) -> None:
+    note = " (default: the model of seeds/001's 48-node study)" if df_model == spec.DEFAULT_MODEL else ""
+    _stderr(f"{kind}: model `{df_model}`{note}, gpu `{gpu}`, {nodes} nodes")
+    if stats:
+        pruned = ", ".join(f"{k} {v}" for k, v in sorted(stats["pruned"].items(), key=lambda kv: -kv[1]))
+        _stderr(f"{stats['candidates']:,} candidates, {stats['scored']:,} scored, pruned: {pruned or 'none'}; "
+                f"{stats['seconds']:.3f} s; profile `{stats['profile']}`"
+                + ("; PARTIAL (stopped early)" if stats.get("partial") else ""))
+
+
+@app.command("enumerate")
+def enumerate_cmd(
+    nodes: NodesOpt = "1",
+    gpu: GpuOpt = "a100-80",
+    gpus_per_node: GpnOpt = None,
+    model: ModelOpt = None,
+    layers: Annotated[StrOpt, Opt(help="Layers: N, a list `a,b` or a range `a:b[:step]`.")] = None,
+    hidden: Annotated[StrOpt, Opt(help="Hidden size: N, a list or a range `12288:16384:128`.")] = None,
+    heads: Annotated[StrOpt, Opt(help="Attention heads: N or a list `16,32,64`.")] = None,
+    kv_heads: Annotated[StrOpt, Opt(help="Key/value heads (GQA).")] = None,
+    ffn_hidden: Annotated[StrOpt, Opt(help="MLP intermediate size.")] = None,
+    activation: Annotated[StrOpt, Opt(help="gelu or swiglu.")] = None,
+    vocab: Annotated[StrOpt, Opt(help="Vocabulary size.")] = None,
+    seq_len: Annotated[StrOpt, Opt(help="Sequence length.")] = None,
+    experts: Annotated[StrOpt, Opt(help="Routed experts (MoE).")] = None,
+    topk: Annotated[StrOpt, Opt(help="Experts per token (MoE).")] = None,
+    params: Annotated[StrOpt, Opt(help="Parameter budget for shape search, e.g. 176e9.")] = None,
+    tolerance: Annotated[str, Opt(help="Budget tolerance, e.g. 3% or 0.03.")] = "5%",
+    tp: Annotated[StrOpt, Opt(help="Tensor-parallel degrees (default: powers of 2 up to a node).")] = None,
+    pp: Annotated[StrOpt, Opt(help="Pipeline degrees (default: every divisor of the GPU count).")] = None,
+    vpp: Annotated[str, Opt(help="Virtual pipeline stages per rank.")] = "1",
+    cp: Annotated[str, Opt(help="Context-parallel degrees.")] = "1",
+    ep: Annotated[str, Opt(help="Expert-parallel degrees.")] = "1",
+    mbs: Annotated[str, Opt(help="Micro batch sizes.")] = "1,2,4,8",
+    gbs: Annotated[str, Opt(help="Global batch sizes (samples).")] = "2048",
+    zero_stage: Annotated[str, Opt(help="ZeRO stages (3 = FSDP).")] = "0,1,2,3",
+    recompute: Annotated[str, Opt(help="Recompute modes: none,selective,full.")] = "none,selective,full",
+    sequence_parallel: Annotated[StrOpt, Opt(help="true, false or both (default: both when tp > 1).")] = None,
+    precision: Annotated[str, Opt(help="fp32, fp16, bf16 or fp8.")] = "bf16",
+    flash_attention: Annotated[StrOpt, Opt(help="true/false (default: the profile's).")] = None,
+    profile: Annotated[StrOpt, Opt(help="Efficiency profile (`topo profiles`).")] = None,
+    headroom: Annotated[str, Opt(help="Memory kept free, fraction of the GPU.")] = "0.03",
+    tokens: Annotated[str, Opt(help="Training tokens for gpu-hours / days.")] = "1e12",
+    rampup: Annotated[bool, Opt(help="Flag configs breaking seeds/001's batch ramp-up rule.")] = False,
+    top: Annotated[StrOpt, Opt("--top", "-k", help="Show the K best (default 20 on the terminal).")] = None,
+    sort: Annotated[str, Opt(help="Column to rank by.")] = "step_time_s",
+    descending: Annotated[Optional[bool], Opt("--descending/--ascending", help="Ranking direction.")] = None,
+    pareto: Annotated[StrOpt, Opt(help="Pareto front of two columns, e.g. step_time_s,mem_gb.")] = None,
+    fmt: Annotated[str, Opt("--format", "-f", help="table, csv, json, parquet or markdown.")] = "table",
+    output: Annotated[StrOpt, Opt("--output", "-o", help="Write to FILE.")] = None,
+    stats: Annotated[bool, Opt("--stats", help="Print enumeration statistics.")] = False,
+    progress: Annotated[bool, Opt("--progress/--no-progress", help="Progress bar on long runs.")] = True,
+) -> None:
+    """Rank every feasible topology for a cluster (fastest step first)."""
+    ints = lambda v: v  # noqa: E731  (lists and ranges are parsed by toposcan.spec)
+    top_k = top if top is not None else (None if (fmt != "table" or output or pareto) else "20")
+    kw: dict[str, Any] = dict(
+        gpu=gpu, nodes=nodes, gpus_per_node=gpus_per_node, layers=ints(layers), hidden=ints(hidden),
+        heads=ints(heads), **_model_fields(kv_heads=kv_heads, ffn_hidden=ffn_hidden, activation=activation,
+                                           vocab=vocab, seq_len=seq_len, experts=experts, topk=topk),
+        tp=tp, pp=pp, vpp=vpp, cp=cp, ep=ep, mbs=mbs, gbs=gbs, zero_stage=zero_stage,
+        recompute=[r for r in recompute.split(",") if r], precision=precision, profile=profile,
+        headroom=headroom, train_tokens=tokens, rampup=rampup, objective=sort, descending=descending,
+        progress=progress and sys.stderr.isatty(), with_stats=True,
+    )
+    if sequence_parallel is not None and sequence_parallel != "both":
+        kw["sequence_parallel"] = sequence_parallel
+    if flash_attention is not None:
+        kw["flash_attention"] = flash_attention
+    if params is not None:
+        kw["params"] = params
+        kw["tolerance"] = tolerance
+    if pareto:
+        parts = [p.strip() for p in pareto.split(",")]
+        kw["pareto"] = tuple(parts)
+    elif top_k is not None:
+        kw["top"] = top_k
+    df, st = toposcan.enumerate(model, **kw)
+    _header("enumerate", st["model"], gpu, nodes, st if (stats or fmt == "table") else None)
+    if stats and fmt != "table":
+        _stderr(str(st))
+    if df.height == 0:
+        _stderr("no feasible configuration: every candidate broke a rule or ran out of memory (see pruned above)")
+        raise typer.Exit(1)
+    render.write(df, fmt, output)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    nodes: NodesOpt = "1",
+    gpu: GpuOpt = "a100-80",
+    gpus_per_node: GpnOpt = None,
+    model: ModelOpt = None,
+    layers: Annotated[StrOpt, Opt(help="Layers.")] = None,
+    hidden: Annotated[StrOpt, Opt(help="Hidden size.")] = None,
+    heads: Annotated[StrOpt, Opt(help="Attention heads.")] = None,
+    kv_heads: Annotated[StrOpt, Opt(help="Key/value heads (GQA).")] = None,
+    ffn_hidden: Annotated[StrOpt, Opt(help="MLP intermediate size.")] = None,
+    activation: Annotated[StrOpt, Opt(help="gelu or swiglu.")] = None,
+    vocab: Annotated[StrOpt, Opt(help="Vocabulary size.")] = None,
+    seq_len: Annotated[StrOpt, Opt(help="Sequence length.")] = None,
+    experts: Annotated[StrOpt, Opt(help="Routed experts (MoE).")] = None,
+    topk: Annotated[StrOpt, Opt(help="Experts per token (MoE).")] = None,
+    dp: Annotated[StrOpt, Opt(help="Data-parallel degree (default: GPUs / (tp*pp*cp)).")] = None,
+    tp: Annotated[str, Opt(help="Tensor-parallel degree.")] = "1",
+    pp: Annotated[str, Opt(help="Pipeline degree.")] = "1",
+    vpp: Annotated[str, Opt(help="Virtual pipeline stages per rank.")] = "1",
+    cp: Annotated[str, Opt(help="Context-parallel degree.")] = "1",
+    ep: Annotated[str, Opt(help="Expert-parallel degree.")] = "1",
+    mbs: Annotated[str, Opt(help="Micro batch size.")] = "1",
+    gbs: Annotated[str, Opt(help="Global batch size (samples).")] = "2048",
+    zero_stage: Annotated[str, Opt(help="ZeRO stage.")] = "1",
+    recompute: Annotated[str, Opt(help="none, selective or full.")] = "full",
+    sequence_parallel: Annotated[bool, Opt("--sequence-parallel/--no-sequence-parallel")] = False,
+    precision: Annotated[str, Opt(help="fp32, fp16, bf16 or fp8.")] = "bf16",
+    flash_attention: Annotated[StrOpt, Opt(help="true/false (default: the profile's).")] = None,
+    profile: Annotated[StrOpt, Opt(help="Efficiency profile.")] = None,
+    headroom: Annotated[str, Opt(help="Memory kept free, fraction of the GPU.")] = "0.03",
+    tokens: Annotated[str, Opt(help="Training tokens for gpu-hours / days.")] = "1e12",
+    fmt: Annotated[str, Opt("--format", "-f", help="table, csv, json or markdown.")] = "table",
+) -> None:
+    """Score one configuration, with its memory per pipeline stage."""
+    kw: dict[str, Any] = dict(gpu=gpu, nodes=nodes, gpus_per_node=gpus_per_node, dp=dp, tp=tp, pp=pp, vpp=vpp,
+                              cp=cp, ep=ep, mbs=mbs, gbs=gbs, zero_stage=zero_stage, recompute=recompute,
+                              sequence_parallel=sequence_parallel, precision=precision, profile=profile,
+                              headroom=headroom, train_tokens=tokens, stages=True,
+                              **_model_fields(layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
+                                              ffn_hidden=ffn_hidden, activation=activation, vocab=vocab,
+                                              seq_len=seq_len, experts=experts, topk=topk))
+    if flash_attention is not None:
+        kw["flash_attention"] = flash_attention
+    row, stages = toposcan.evaluate(model, **kw)
+    if fmt in ("csv", "json"):
+        render.write(row, fmt, None)
+        return
+    r = row.row(0, named=True)
+    _header("evaluate", r["model"], gpu, nodes)
+    lines = [
+        f"params            {r['params']:,} ({r['params_active']:,} active)",
+        f"dp tp pp          {r['dp']} x {r['tp']} x {r['pp']} (vpp {r['vpp']}, cp {r['cp']}, ep {r['ep']}) = {r['gpus']} GPUs",
+        f"batch             mbs {r['mbs']}, gbs {r['gbs']}, {r['grad_accum']} micro batches per replica",
+        f"step time         {r['step_time_s']:.3f} s (bubble {r['bubble_fraction']:.1%})",
+        f"TFLOP/s per GPU   {r['tflops_per_gpu']:.1f} (Megatron-DeepSpeed formula)",
+        f"MFU / HFU         {r['mfu']:.1%} / {r['hfu']:.1%}",
+        f"tokens/s/GPU      {r['tokens_per_s_per_gpu']:,.0f}",
+        f"peak memory       {r['mem_gb']:.1f} GiB on stage {r['mem_stage']} "
+        f"({'fits' if r['fits'] else 'DOES NOT FIT'} with {float(headroom):.0%} headroom)",
+        f"energy            {r['energy_j_per_token']:.3f} J/token; {r['gpu_hours']:,.0f} GPU-hours, "
+        f"{r['train_days']:.1f} days for {float(tokens):.3g} tokens",
+    ]
+    warn = toposcan.explain_warnings(int(r["warnings"]))
+    if warn:
+        lines.append(f"warnings          {', '.join(warn)}")
+    if r["reject"]:
+        lines.append(f"BROKEN RULE       {r['reject']}: {r['reject_message']}")
+    sys.stdout.write("\n".join(lines) + "\n\nmemory per stage (GiB):\n")
+    render.write(stages, "markdown" if fmt == "markdown" else "table", None,
+                 columns=list(stages.columns))
+    if r["reject"]:
+        raise typer.Exit(1)
+
+
+@app.command("gpus")
+def gpus_cmd(fmt: Annotated[str, Opt("--format", "-f", help="table, csv, json or markdown.")] = "table") -> None:
+    """List the GPU catalog with sources."""
+    df = toposcan.gpus()
+    cols = ["name", "memory_gib", "sms", "bf16_tflops", "fp8_tflops", "memory_bw_gbs", "intra_node_gbs",
+            "inter_node_gbs", "gpus_per_node", "board_power_w"]
+    render.write(df, fmt, None, columns=cols if fmt in ("table", "markdown") else None)
+
+
+@app.command("models")
+def models_cmd(fmt: Annotated[str, Opt("--format", "-f", help="table, csv, json or markdown.")] = "table") -> None:
+    """List the model catalog with exact parameter counts."""
+    df = toposcan.models()
+    cols = ["name", "params", "layers", "hidden", "heads", "kv_heads", "ffn_hidden", "activation", "vocab",
+            "seq_len", "experts", "topk"]
+    render.write(df, fmt, None, columns=cols if fmt in ("table", "markdown") else None)
+
+
+@app.command("profiles")
+def profiles_cmd(fmt: Annotated[str, Opt("--format", "-f", help="table, csv, json or markdown.")] = "table") -> None:
+    """List the efficiency profiles and their fitted constants."""
+    df = toposcan.profiles()
+    cols = ["name", "gemm_efficiency", "memory_efficiency", "intra_link_efficiency", "inter_link_efficiency",
+            "layer_overhead_s", "dp_overlap", "step_overhead_s", "memory_overhead_gib", "fragmentation"]
+    render.write(df, fmt, None, columns=cols if fmt in ("table", "markdown") else None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `topo`: runs the app and turns every error into one line and an exit code."""
+    try:
+        app(args=argv, standalone_mode=False)
+        return 0
+    except ToposcanError as e:
+        sys.stderr.write(f"error: {e.message}\n")
+        if e.hint:
+            sys.stderr.write(f"\nhint: {e.hint}\n")
+        return 1
+    except typer.Exit as e:
+        return int(e.exit_code or 0)
+    except typer.Abort:
+        sys.stderr.write("error: interrupted\n")
+        return 130
+    except TyperException as e:  # usage errors: unknown option, bad value, missing argument
+        sys.stderr.write(f"error: {e.format_message()}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # noqa: BLE001 - the CLI never shows a traceback
+        sys.stderr.write(f"error: internal error ({type(e).__name__}: {e})\n\nhint: please report this input\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def run() -> None:
+    """Console-script entry: exit with :func:`main`'s code."""
+    sys.exit(main())

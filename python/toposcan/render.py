@@ -1,0 +1,100 @@
+"""Rendering frames for the terminal and for files (table, csv, json, parquet, markdown)."""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+from typing import Any
+
+import polars as pl
+
+from toposcan.errors import InputError
+
+FORMATS = ("table", "csv", "json", "parquet", "markdown")
+
+#: Columns shown on the terminal, in order; shape columns are added when they vary.
+TABLE_COLUMNS = ["dp", "tp", "pp", "vpp", "cp", "ep", "mbs", "gbs", "zero_stage", "recompute", "sequence_parallel",
+                 "step_time_s", "tflops_per_gpu", "mfu", "tokens_per_s_per_gpu", "mem_gb", "train_days"]
+SHORT = {"zero_stage": "zero", "sequence_parallel": "sp", "step_time_s": "step_s", "tflops_per_gpu": "tflops",
+         "tokens_per_s_per_gpu": "tok/s/gpu", "recompute": "recomp", "train_days": "days"}
+
+
+def _fmt(v: Any, name: str) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if name == "mfu" or name == "hfu":
+            return f"{v * 100:.1f}%"
+        if abs(v) >= 1e5:
+            return f"{v:.3e}"
+        return f"{v:.2f}"
+    return str(v)
+
+
+def table_columns(df: pl.DataFrame) -> list[str]:
+    cols = [c for c in TABLE_COLUMNS if c in df.columns]
+    # Hide degrees that never vary from 1 (vpp, cp, ep) to keep the table narrow.
+    cols = [c for c in cols if c not in ("vpp", "cp", "ep") or df[c].n_unique() > 1 or (df.height and df[c][0] != 1)]
+    shape = [c for c in ("hidden", "layers", "heads", "params") if c in df.columns and df[c].n_unique() > 1]
+    return shape + cols
+
+
+def text_table(df: pl.DataFrame, columns: list[str] | None = None, *, rank: bool = True) -> str:
+    cols = columns or table_columns(df)
+    head = (["#"] if rank else []) + [SHORT.get(c, c) for c in cols]
+    rows = []
+    for i, r in enumerate(df.select(cols).iter_rows()):
+        rows.append(([str(i + 1)] if rank else []) + [_fmt(v, c) for v, c in zip(r, cols)])
+    widths = [max(len(h), *(len(r[j]) for r in rows)) if rows else len(h) for j, h in enumerate(head)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows]
+    return "\n".join(lines)
+
+
+def markdown(df: pl.DataFrame, columns: list[str] | None = None) -> str:
+    cols = columns or table_columns(df)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---:" for _ in cols) + "|"]
+    for r in df.select(cols).iter_rows():
+        lines.append("| " + " | ".join(_fmt(v, c) for v, c in zip(r, cols)) + " |")
+    return "\n".join(lines)
+
+
+def _plain(df: pl.DataFrame) -> pl.DataFrame:
+    return df.with_columns([pl.col(c).cast(pl.String) for c, t in df.schema.items() if isinstance(t, pl.Enum)])
+
+
+def write(df: pl.DataFrame, fmt: str, out: str | None, *, columns: list[str] | None = None) -> None:
+    """Writes ``df`` as ``fmt`` to ``out`` (a path) or stdout. Parquet needs a path."""
+    if fmt not in FORMATS:
+        raise InputError(f"`format` must be one of {{{', '.join(FORMATS)}}}, got `{fmt}`", code="invalid_value")
+    if fmt == "parquet":
+        if not out:
+            raise InputError("`--format parquet` needs `-o FILE`", code="invalid_value")
+        _plain(df).write_parquet(out)
+        return
+    if fmt == "table":
+        text = text_table(df, columns)
+    elif fmt == "markdown":
+        text = markdown(df, columns)
+    elif fmt == "csv":
+        buf = io.StringIO()
+        _plain(df).write_csv(buf)
+        text = buf.getvalue().rstrip("\n")
+    else:
+        buf = io.StringIO()
+        _plain(df).write_json(buf)
+        text = buf.getvalue().rstrip("\n")
+    if out:
+        try:
+            with open(out, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+        except OSError as e:
+            raise InputError(f"cannot write `{out}`: {e.strerror}", code="io_error") from None
+    else:
+        sys.stdout.write(text + "\n")

@@ -1,0 +1,151 @@
+//! GEMM time from tile and wave quantization.
+//!
+//! # Formula
+//! A GEMM `C[m,n] = A[m,k] B[k,n]` (times `batch`) is cut into output tiles `tm x tn`; each SM
+//! computes one tile at a time, so the kernel runs in `waves = ceil(tiles / SMs)` waves of
+//! `2 tm tn k / (peak / SMs)` seconds each, a smaller tile running at a lower fraction of the SM's
+//! peak. The library picks the tile that finishes first. A dimension that is not a multiple of the
+//! tile wastes the remainder (tile quantization); a last wave with fewer tiles than SMs idles the
+//! rest (wave quantization). A dimension that is not a multiple of 16 bytes cannot use tensor cores
+//! and runs on the SIMT FP32 pipes. The result is bounded below by the time to move the operands
+//! through HBM.
+//!
+//! # Source
+//! NVIDIA, "Matrix Multiplication Background User's Guide" (Deep Learning Performance docs):
+//! sections "Tile Quantization", "Wave Quantization" and "Tensor Core Requirements";
+//! seeds/001 "tile and wave quantization" applies it to A100 (108 SMs) and TP=8.
+
+use crate::spec::{Gpu, Precision};
+
+/// Output tile shapes (rows, cols) cuBLAS/CUTLASS kernels commonly use, with the fraction of an
+/// SM's tensor peak each sustains. Smaller tiles reuse each loaded operand less; the relative
+/// values are a model assumption (CUTLASS's default tile set), the absolute level is fitted
+/// per profile as `gemm_efficiency`.
+pub const TILES: [(u64, u64, f64); 6] = [
+    (256, 128, 1.0),
+    (128, 256, 1.0),
+    (128, 128, 0.94),
+    (128, 64, 0.86),
+    (64, 128, 0.86),
+    (64, 64, 0.72),
+];
+
+/// One (batched) GEMM shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gemm {
+    pub m: u64,
+    pub n: u64,
+    pub k: u64,
+    pub batch: u64,
+}
+
+impl Gemm {
+    pub const fn new(m: u64, n: u64, k: u64, batch: u64) -> Self {
+        Self { m, n, k, batch }
+    }
+
+    /// Useful floating-point operations: `2 m n k batch`.
+    pub fn flops(&self) -> f64 {
+        2.0 * self.m as f64 * self.n as f64 * self.k as f64 * self.batch as f64
+    }
+
+    /// True when every dimension is a multiple of 16 bytes, so tensor cores can run it.
+    pub fn tensor_core_aligned(&self, p: Precision) -> bool {
+        let a = p.tensor_core_alignment();
+        self.m % a == 0 && self.n % a == 0 && self.k % a == 0
+    }
+
+    /// Seconds at 100% of the tensor peak, with tile and wave quantization and the HBM bound.
+    pub fn time(&self, gpu: &Gpu, p: Precision) -> f64 {
+        if self.m == 0 || self.n == 0 || self.k == 0 || self.batch == 0 {
+            return 0.0;
+        }
+        let bytes = p.compute_bytes() * self.batch as f64 * (self.m * self.k + self.k * self.n + self.m * self.n) as f64;
+        let memory_bound = bytes / gpu.memory_bw;
+        if !self.tensor_core_aligned(p) {
+            return (self.flops() / gpu.vector_fp32).max(memory_bound);
+        }
+        let per_sm = gpu.peak(p) / gpu.sms as f64;
+        let sms = gpu.sms as u64;
+        let mut best = f64::INFINITY;
+        for (tm, tn, eff) in TILES {
+            let tiles = self.m.div_ceil(tm) * self.n.div_ceil(tn) * self.batch;
+            let waves = tiles.div_ceil(sms);
+            let t = waves as f64 * 2.0 * (tm * tn * self.k) as f64 / (per_sm * eff);
+            best = best.min(t);
+        }
+        best.max(memory_bound)
+    }
+
+    /// Useful FLOPs over peak time: 1.0 for a perfectly quantized, compute-bound shape.
+    pub fn efficiency(&self, gpu: &Gpu, p: Precision) -> f64 {
+        let t = self.time(gpu, p);
+        if t == 0.0 {
+            1.0
+        } else {
+            self.flops() / (gpu.peak(p) * t)
+        }
+    }
+}
+
+/// Flash attention (one fused kernel per layer) forward time at peak, with wave quantization over
+/// query blocks of 128 rows, for `batch_heads` (micro batch x local heads) attention problems.
+/// Causal masking skips half the blocks. Backward costs 2.5x forward (FlashAttention-2 paper §3.1:
+/// 5 matmuls against 2 in forward).
+///
+/// # Source
+/// Dao 2023, "FlashAttention-2", §3 (work partitioning over query blocks and heads).
+pub fn flash_attention_fwd(gpu: &Gpu, p: Precision, s_q: u64, s_k: u64, head_dim: u64, batch_heads: u64) -> f64 {
+    // Attention runs in 16-bit even under fp8 training (TransformerEngine keeps it in bf16).
+    let p = if p == Precision::Fp8 { Precision::Bf16 } else { p };
+    let block = 128u64;
+    let tiles = s_q.div_ceil(block) * batch_heads;
+    let waves = tiles.div_ceil(gpu.sms as u64);
+    let flops_per_tile = 4.0 * block as f64 * s_k as f64 * head_dim as f64 * 0.5;
+    let aligned = head_dim % p.tensor_core_alignment() == 0;
+    let rate = if aligned { gpu.peak(p) / gpu.sms as f64 } else { gpu.vector_fp32 / gpu.sms as f64 };
+    waves as f64 * flops_per_tile / rate
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::fixtures::a100_80;
+
+    #[test]
+    fn aligned_large_gemm_is_near_peak() {
+        // 108 SMs: 8192 x 13824 output with 256x128 tiles = 32 x 108 tiles = exactly 32 waves.
+        let g = Gemm::new(8192, 13824, 8192, 1);
+        assert!(g.efficiency(&a100_80(), Precision::Bf16) > 0.99);
+    }
+
+    #[test]
+    fn tile_quantization_wastes_the_remainder() {
+        // n = 1800 (hidden 14400 / TP 8, seeds/001) leaves 8 columns in a last, nearly empty
+        // column of tiles; n = 1792 (14336 / 8) is 14 x 128.
+        let gpu = a100_80();
+        // Many waves (m = 65536) so wave quantization does not mask the tile loss.
+        let good = Gemm::new(65536, 1792, 14400, 1).efficiency(&gpu, Precision::Bf16);
+        let bad = Gemm::new(65536, 1800, 14400, 1).efficiency(&gpu, Precision::Bf16);
+        assert!(bad < good, "{bad} !< {good}");
+    }
+
+    #[test]
+    fn wave_quantization_idles_sms() {
+        // 12 x 9 = 108 tiles of 256x128 fill exactly one wave on 108 SMs; one more column of tiles
+        // (11% more work) needs a second wave or smaller tiles, and costs far more than 11%.
+        let gpu = a100_80();
+        let one_wave = Gemm::new(3072, 1152, 8192, 1).time(&gpu, Precision::Bf16);
+        let two_waves = Gemm::new(3072, 1280, 8192, 1).time(&gpu, Precision::Bf16);
+        assert!(two_waves > 1.3 * one_wave, "{two_waves} vs {one_wave}");
+    }
+
+    #[test]
+    fn misaligned_head_dim_falls_back_to_simt() {
+        // seeds/001 NHEADS table: hidden 13824 with 128 heads gives head_dim 108 (not a multiple of 8).
+        let gpu = a100_80();
+        let aligned = Gemm::new(2048, 2048, 112, 64).time(&gpu, Precision::Bf16);
+        let odd = Gemm::new(2048, 2048, 108, 64).time(&gpu, Precision::Bf16);
+        assert!(odd > 8.0 * aligned);
+    }
+}

@@ -1,0 +1,236 @@
+//! Parameter counts: whole model, per layer, per pipeline stage and tensor-parallel rank.
+//!
+//! # Source
+//! The layer structure of GPT-style decoders (Megatron-LM `ParallelTransformerLayer`, HF
+//! `BloomBlock`, `LlamaDecoderLayer`, `MixtralSparseMoeBlock`, DeepSeek-V2 `DeepseekV2Attention`).
+//! Checked against published exact counts in the tests below.
+
+use crate::spec::{Activation, Model, Norm, Position};
+
+/// Parameters of one norm layer: weight, plus bias for a LayerNorm with biases.
+pub fn norm(m: &Model) -> u64 {
+    let h = m.hidden as u64;
+    match m.norm {
+        Norm::LayerNorm if m.bias => 2 * h,
+        _ => h,
+    }
+}
+
+/// Attention parameters of one layer (Q, K, V, output; GQA or MLA; biases if the model has them).
+///
+/// # Formula
+/// GQA: `h*(a*d) + 2*h*(g*d) + (a*d)*h` (+ biases `a*d + 2*g*d + h`), a heads, g KV heads, d head dim.
+/// MLA (DeepSeek-V2 §2.1): `h*rq + rq + rq*a*(dn+dr)` (or `h*a*(dn+dr)` without a query rank)
+/// `+ h*(rkv+dr) + rkv + rkv*a*(dn+dv) + a*dv*h`.
+pub fn attention(m: &Model) -> u64 {
+    let h = m.hidden as u64;
+    let a = m.heads as u64;
+    if let Some(mla) = m.mla {
+        let (rq, rkv) = (mla.q_lora_rank as u64, mla.kv_lora_rank as u64);
+        let (dn, dr, dv) = (mla.qk_nope_head_dim as u64, mla.qk_rope_head_dim as u64, mla.v_head_dim as u64);
+        let q = if rq > 0 { h * rq + rq + rq * a * (dn + dr) } else { h * a * (dn + dr) };
+        let kv = h * (rkv + dr) + rkv + rkv * a * (dn + dv);
+        return q + kv + a * dv * h;
+    }
+    let d = m.head_dim as u64;
+    let g = m.kv_heads as u64;
+    let weights = h * a * d + 2 * h * g * d + a * d * h;
+    let biases = if m.bias { a * d + 2 * g * d + h } else { 0 };
+    weights + biases
+}
+
+/// Parameters of one MLP with intermediate size `f`: 2 matrices for GELU, 3 for SwiGLU.
+pub fn mlp(m: &Model, f: u64) -> u64 {
+    let h = m.hidden as u64;
+    match m.activation {
+        Activation::Gelu => 2 * h * f + if m.bias { f + h } else { 0 },
+        Activation::Swiglu => 3 * h * f + if m.bias { 2 * f + h } else { 0 },
+    }
+}
+
+/// Parameters of one dense decoder layer.
+pub fn dense_layer(m: &Model) -> u64 {
+    attention(m) + mlp(m, m.ffn_hidden as u64) + 2 * norm(m)
+}
+
+/// Parameters of one MoE layer: attention, router, routed and shared experts.
+pub fn moe_layer(m: &Model) -> u64 {
+    let experts = m.experts as u64 + m.shared_experts as u64;
+    attention(m) + m.hidden as u64 * m.experts as u64 + experts * mlp(m, m.moe_ffn_hidden as u64) + 2 * norm(m)
+}
+
+/// Parameters of an MoE layer that one token uses (top-k routed plus shared experts).
+pub fn moe_layer_active(m: &Model) -> u64 {
+    let experts = m.topk as u64 + m.shared_experts as u64;
+    attention(m) + m.hidden as u64 * m.experts as u64 + experts * mlp(m, m.moe_ffn_hidden as u64) + 2 * norm(m)
+}
+
+/// Word embedding for a (possibly padded) vocabulary.
+pub fn embedding(m: &Model, vocab: u64) -> u64 {
+    vocab * m.hidden as u64
+}
+
+/// Learned position table and the optional norm after the embedding.
+pub fn embedding_extras(m: &Model) -> u64 {
+    let pos = if m.position == Position::Learned { m.position_rows as u64 * m.hidden as u64 } else { 0 };
+    pos + if m.embedding_norm { norm(m) } else { 0 }
+}
+
+/// Total parameters with the checkpoint's vocabulary: the number model cards publish.
+pub fn total(m: &Model) -> u64 {
+    let layers = (m.layers - m.moe_layers()) as u64 * dense_layer(m) + m.moe_layers() as u64 * if m.is_moe() { moe_layer(m) } else { 0 };
+    let head = if m.tied_embeddings { 0 } else { embedding(m, m.vocab as u64) };
+    embedding(m, m.vocab as u64) + embedding_extras(m) + layers + norm(m) + head
+}
+
+/// Parameters a token touches (MoE: top-k and shared experts only); equals [`total`] when dense.
+pub fn active(m: &Model) -> u64 {
+    if !m.is_moe() {
+        return total(m);
+    }
+    let layers = (m.layers - m.moe_layers()) as u64 * dense_layer(m) + m.moe_layers() as u64 * moe_layer_active(m);
+    let head = if m.tied_embeddings { 0 } else { embedding(m, m.vocab as u64) };
+    embedding(m, m.vocab as u64) + embedding_extras(m) + layers + norm(m) + head
+}
+
+/// Vocabulary padded as Megatron-LM does: up to a multiple of `128 * tp`
+/// (`--make-vocab-size-divisible-by 128`, `_vocab_size_with_padding`).
+pub fn padded_vocab(vocab: u32, tp: u32) -> u64 {
+    let unit = 128u64 * tp as u64;
+    (vocab as u64).div_ceil(unit) * unit
+}
+
+/// Layers held by each pipeline stage: as even as possible, the first `layers % pp` stages one more
+/// (Megatron-DeepSpeed's balanced partition); `None` when there are fewer layers than stages.
+pub fn stage_layers(layers: u32, pp: u32, stage: u32) -> u32 {
+    let base = layers / pp;
+    base + u32::from(stage < layers % pp)
+}
+
+/// Parameters on one tensor-parallel rank of one pipeline stage.
+///
+/// Matrices (and column-parallel biases) are split over `tp`; norms are replicated. Routed experts
+/// are split over `ep * tp`. The first stage holds the word embedding (split over `tp`) and the
+/// position table; the last holds the final norm and the LM head (a copy of the embedding when
+/// tied and `pp > 1`, as Megatron-LM keeps one for the tied gradient).
+pub fn stage_rank(m: &Model, tp: u32, ep: u32, pp: u32, stage: u32) -> f64 {
+    let tp_f = tp as f64;
+    let n_norm = norm(m) as f64;
+    let layers = stage_layers(m.layers, pp, stage);
+    // Which of this stage's layers are dense (the leading `dense_layers` of the model).
+    let first = (0..stage).map(|s| stage_layers(m.layers, pp, s)).sum::<u32>();
+    let dense_here = if m.is_moe() { m.dense_layers.saturating_sub(first).min(layers) } else { layers };
+    let moe_here = layers - dense_here;
+    let dense = (dense_layer(m) as f64 - 2.0 * n_norm) / tp_f + 2.0 * n_norm;
+    let mut p = dense_here as f64 * dense;
+    if moe_here > 0 {
+        let routed = m.experts as f64 * mlp(m, m.moe_ffn_hidden as u64) as f64;
+        let shared = m.shared_experts as f64 * mlp(m, m.moe_ffn_hidden as u64) as f64;
+        let router = m.hidden as f64 * m.experts as f64;
+        let per = attention(m) as f64 / tp_f + shared / tp_f + routed / (tp_f * ep as f64) + router + 2.0 * n_norm;
+        p += moe_here as f64 * per;
+    }
+    let vocab = padded_vocab(m.vocab, tp) as f64;
+    let emb = vocab * m.hidden as f64 / tp_f;
+    if stage == 0 {
+        p += emb + embedding_extras(m) as f64;
+    }
+    if stage == pp - 1 {
+        p += n_norm;
+        if !m.tied_embeddings || pp > 1 {
+            p += emb;
+        }
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::fixtures::*;
+    use crate::spec::{Mla, Model};
+
+    #[test]
+    fn bloom_176b_matches_model_card() {
+        // bigscience/bloom model card: 176,247,271,424 parameters.
+        assert_eq!(total(&bloom_176b()), 176_247_271_424);
+    }
+
+    #[test]
+    fn llama2_7b_matches_published() {
+        // meta-llama/Llama-2-7b-hf safetensors metadata: 6,738,415,616 parameters.
+        assert_eq!(total(&llama2_7b()), 6_738_415_616);
+    }
+
+    #[test]
+    fn llama3_8b_gqa_matches_published() {
+        // meta-llama/Meta-Llama-3-8B: 8,030,261,248 parameters (8 KV heads, ffn 14336, vocab 128256).
+        let m = Model { kv_heads: 8, ffn_hidden: 14336, vocab: 128_256, ..llama2_7b() };
+        assert_eq!(total(&m), 8_030_261_248);
+    }
+
+    #[test]
+    fn mpt_7b_benchmark_matches_seed002() {
+        // seeds/002 (llm-foundry benchmarks), 7b at SeqLen 2048: NumParams 6,658,859,008.
+        // Biases on, learned positions of seq_len rows, tied, vocab 50368.
+        let m = Model {
+            layers: 32,
+            hidden: 4096,
+            heads: 32,
+            kv_heads: 32,
+            head_dim: 128,
+            ffn_hidden: 16384,
+            vocab: 50368,
+            position: Position::Learned,
+            position_rows: 2048,
+            embedding_norm: false,
+            ..bloom_176b()
+        };
+        assert_eq!(total(&m), 6_658_859_008);
+        // Same model at SeqLen 65536: 6,918,905,856 (the position table grows).
+        assert_eq!(total(&Model { position_rows: 65536, ..m }), 6_918_905_856);
+    }
+
+    #[test]
+    fn mixtral_counts_all_experts() {
+        // mistralai/Mixtral-8x7B-v0.1: 46,702,792,704 parameters.
+        let m = Model { kv_heads: 8, ffn_hidden: 14336, experts: 8, topk: 2, moe_ffn_hidden: 14336, seq_len: 32768, ..llama2_7b() };
+        assert_eq!(total(&m), 46_702_792_704);
+        assert!(active(&m) < total(&m) / 3);
+    }
+
+    #[test]
+    fn mla_attention_is_smaller_than_mha() {
+        // DeepSeek-V2 attention dims (config.json); MLA compresses K/V through a 512 rank.
+        let mla = Mla { q_lora_rank: 1536, kv_lora_rank: 512, qk_rope_head_dim: 64, qk_nope_head_dim: 128, v_head_dim: 128 };
+        let m = Model { hidden: 5120, heads: 128, kv_heads: 128, head_dim: 128, mla: Some(mla), ..llama2_7b() };
+        let mha = Model { mla: None, ..m };
+        assert!(attention(&m) < attention(&mha));
+    }
+
+    #[test]
+    fn stages_sum_to_total_at_tp1() {
+        // Untied model, tp = 1, vocab already a multiple of 128: the stages partition the model.
+        let m = llama2_7b();
+        for pp in [1, 2, 3, 4, 8] {
+            let sum: f64 = (0..pp).map(|s| stage_rank(&m, 1, 1, pp, s)).sum();
+            assert_eq!(sum as u64, total(&m), "pp={pp}");
+        }
+    }
+
+    #[test]
+    fn uneven_stages_are_balanced() {
+        // BLOOM-176B trained 70 layers on 12 stages (seeds/001 cluster): 10 stages of 6, 2 of 5... in
+        // some order; the balanced split differs by at most one layer and covers every layer.
+        let per: Vec<u32> = (0..12).map(|s| stage_layers(70, 12, s)).collect();
+        assert_eq!(per.iter().sum::<u32>(), 70);
+        assert!(per.iter().max().unwrap() - per.iter().min().unwrap() <= 1);
+    }
+
+    #[test]
+    fn padded_vocab_follows_megatron() {
+        assert_eq!(padded_vocab(50257, 1), 50304);
+        assert_eq!(padded_vocab(50257, 8), 51200);
+        assert_eq!(padded_vocab(250880, 8), 250880);
+    }
+}

@@ -1,0 +1,118 @@
+//! Efficiency constants of one hardware/software profile.
+//!
+//! A first-principles model still needs a few numbers no formula gives: how close the best GEMM
+//! kernels come to the tensor peak, how much of HBM and link bandwidth real kernels reach, what a
+//! layer costs in launches and framework work, how much data-parallel reduction hides behind
+//! backward, and what memory the CUDA context and framework hold. They live in
+//! `python/toposcan/data/profiles.toml`, one set per profile, each fitted to measured step times
+//! by [`crate::fit`] and stored with its fit error.
+
+/// The constants. Rates are fractions of the catalog's peak; times are seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Profile {
+    /// Fraction of the dense tensor peak that a perfectly quantized GEMM sustains.
+    pub gemm_efficiency: f64,
+    /// Fraction of HBM bandwidth that elementwise kernels (norms, softmax, optimizer) sustain.
+    pub memory_efficiency: f64,
+    /// Fraction of the intra-node link bandwidth collectives reach (NCCL bus bandwidth / link).
+    pub intra_link_efficiency: f64,
+    /// Fraction of the inter-node bandwidth per GPU collectives reach.
+    pub inter_link_efficiency: f64,
+    /// Fixed time per layer and micro batch (kernel launches, framework work), seconds.
+    pub layer_overhead_s: f64,
+    /// Fraction of the data-parallel gradient reduction hidden behind backward.
+    pub dp_overlap: f64,
+    /// Fixed time per iteration (logging, scheduler, barriers), seconds.
+    pub step_overhead_s: f64,
+    /// Fixed memory per GPU: CUDA context, cuBLAS/NCCL workspaces, framework buffers, bytes.
+    pub memory_overhead_bytes: f64,
+    /// Allocator fragmentation and transient buffers, as a fraction of activation memory.
+    pub fragmentation: f64,
+    /// Megatron-LM's pipeline sends split activations over TP ranks (scatter/gather); DeepSpeed's
+    /// pipeline engine sends the full tensor from every TP rank.
+    pub p2p_scatter_gather: bool,
+}
+
+impl Profile {
+    /// Number of fitted time constants, in the order of [`Profile::time_vector`].
+    pub const TIME_PARAMS: usize = 7;
+
+    pub fn time_vector(&self) -> [f64; Self::TIME_PARAMS] {
+        [
+            self.gemm_efficiency,
+            self.memory_efficiency,
+            self.intra_link_efficiency,
+            self.inter_link_efficiency,
+            self.layer_overhead_s,
+            self.dp_overlap,
+            self.step_overhead_s,
+        ]
+    }
+
+    pub fn with_time_vector(&self, v: &[f64; Self::TIME_PARAMS]) -> Self {
+        Self {
+            gemm_efficiency: v[0],
+            memory_efficiency: v[1],
+            intra_link_efficiency: v[2],
+            inter_link_efficiency: v[3],
+            layer_overhead_s: v[4],
+            dp_overlap: v[5],
+            step_overhead_s: v[6],
+            ..*self
+        }
+    }
+
+    /// Allowed range of each time constant: fits stay physical.
+    pub const TIME_BOUNDS: [(f64, f64); Self::TIME_PARAMS] =
+        [(0.2, 1.0), (0.2, 1.0), (0.2, 1.0), (0.1, 1.0), (0.0, 5e-3), (0.0, 1.0), (0.0, 30.0)];
+
+    pub fn validate(&self) -> crate::error::Result<()> {
+        for (i, (name, v)) in [
+            "gemm_efficiency",
+            "memory_efficiency",
+            "intra_link_efficiency",
+            "inter_link_efficiency",
+            "layer_overhead_s",
+            "dp_overlap",
+            "step_overhead_s",
+        ]
+        .iter()
+        .zip(self.time_vector())
+        .enumerate()
+        {
+            let (lo, hi) = Self::TIME_BOUNDS[i];
+            if !(v.is_finite() && v >= lo && v <= hi) {
+                return Err(crate::error::TopoError::new(
+                    "invalid_value",
+                    *name,
+                    format!("profile `{name}` must be between {lo} and {hi}, got {v}"),
+                ));
+            }
+        }
+        for (name, v) in [("memory_overhead_bytes", self.memory_overhead_bytes), ("fragmentation", self.fragmentation)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(crate::error::TopoError::not_finite(name, v));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for Profile {
+    /// Generic defaults (used by unit tests and as the fit's starting point): typical A100-era
+    /// Megatron numbers, ~75% of peak on large GEMMs, ~80% of HBM and NVLink, ~60% of IB.
+    fn default() -> Self {
+        Self {
+            gemm_efficiency: 0.75,
+            memory_efficiency: 0.8,
+            intra_link_efficiency: 0.8,
+            inter_link_efficiency: 0.6,
+            layer_overhead_s: 1e-4,
+            dp_overlap: 0.5,
+            step_overhead_s: 0.1,
+            memory_overhead_bytes: 3.0 * 1024f64.powi(3),
+            fragmentation: 0.1,
+            p2p_scatter_gather: true,
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Reducing a stream of scored rows to what the user asked for: the top k by one column, the
+//! Pareto front of two columns, or every row up to a cap. Each reducer keeps memory bounded by
+//! its answer, merges associatively, and breaks ties by the row's index in the search space, so
+//! the result is the same whatever the thread count.
+
+use crate::columns::{Better, Column, Row};
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+/// An objective: a column and its direction.
+#[derive(Clone, Copy)]
+pub struct Objective {
+    pub column: &'static Column,
+    pub better: Better,
+}
+
+impl Objective {
+    /// Orientation so that smaller is better; NaN sorts last.
+    pub fn key(&self, r: &Row) -> f64 {
+        let v = (self.column.get)(r);
+        let v = if v.is_nan() { f64::INFINITY } else { v };
+        match self.better {
+            Better::Lower => v,
+            Better::Higher => -v,
+        }
+    }
+}
+
+/// Total order on (key, index): smaller is better.
+fn cmp_key(a: (f64, u64), b: (f64, u64)) -> Ordering {
+    a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
+}
+
+pub struct Ranked {
+    key: f64,
+    row: Row,
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, o: &Self) -> bool {
+        cmp_key((self.key, self.row.index), (o.key, o.row.index)) == Ordering::Equal
+    }
+}
+impl Eq for Ranked {}
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Ranked {
+    fn cmp(&self, o: &Self) -> Ordering {
+        cmp_key((self.key, self.row.index), (o.key, o.row.index))
+    }
+}
+
+/// What to keep.
+#[derive(Clone, Copy)]
+pub enum Reducer {
+    /// The `k` best rows by an objective.
+    TopK { k: usize, objective: Objective },
+    /// Rows not dominated in two objectives.
+    Pareto { a: Objective, b: Objective },
+    /// Every row, up to `cap` (the first ones in search order), sorted by an objective.
+    All { cap: usize, objective: Objective },
+}
+
+/// A partial result of one reducer.
+pub enum Acc {
+    TopK { k: usize, objective: Objective, heap: BinaryHeap<Ranked> },
+    Pareto { a: Objective, b: Objective, front: Vec<(f64, f64, Row)> },
+    All { cap: usize, objective: Objective, rows: Vec<Row>, truncated: bool },
+}
+
+impl Reducer {
+    pub fn empty(&self) -> Acc {
+        match *self {
+            Reducer::TopK { k, objective } => Acc::TopK { k, objective, heap: BinaryHeap::with_capacity(k.min(1 << 16) + 1) },
+            Reducer::Pareto { a, b } => Acc::Pareto { a, b, front: Vec::new() },
+            Reducer::All { cap, objective } => Acc::All { cap, objective, rows: Vec::new(), truncated: false },
+        }
+    }
+}
+
+fn dominates(x: (f64, f64, u64), y: (f64, f64, u64)) -> bool {
+    let no_worse = x.0 <= y.0 && x.1 <= y.1;
+    let better = x.0 < y.0 || x.1 < y.1;
+    // Identical points: the earlier row wins, so exactly one survives.
+    no_worse && (better || x.2 < y.2)
+}
+
+impl Acc {
+    /// Would a row with this key be kept? Lets the caller skip building rows that cannot enter.
+    pub fn wants(&self, r: &Row) -> bool {
+        match self {
+            Acc::TopK { k, objective, heap } => {
+                heap.len() < *k || heap.peek().is_some_and(|w| cmp_key((objective.key(r), r.index), (w.key, w.row.index)) == Ordering::Less)
+            }
+            Acc::All { cap, rows, .. } => rows.len() < *cap,
+            Acc::Pareto { .. } => true,
+        }
+    }
+
+    pub fn push(&mut self, r: Row) {
+        match self {
+            Acc::TopK { k, objective, heap } => {
+                if *k == 0 {
+                    return;
+                }
+                heap.push(Ranked { key: objective.key(&r), row: r });
+                if heap.len() > *k {
+                    heap.pop();
+                }
+            }
+            Acc::Pareto { a, b, front } => {
+                let p = (a.key(&r), b.key(&r), r.index);
+                if front.iter().any(|(x, y, q)| dominates((*x, *y, q.index), p)) {
+                    return;
+                }
+                front.retain(|(x, y, q)| !dominates(p, (*x, *y, q.index)));
+                front.push((p.0, p.1, r));
+            }
+            Acc::All { cap, rows, truncated, .. } => {
+                if rows.len() < *cap {
+                    rows.push(r);
+                } else {
+                    *truncated = true;
+                }
+            }
+        }
+    }
+
+    /// Merges a later partial result (`other` covers candidates after `self`'s in search order).
+    pub fn merge(&mut self, other: Acc) {
+        match other {
+            Acc::TopK { heap, .. } => heap.into_iter().for_each(|x| self.push(x.row)),
+            Acc::Pareto { front, .. } => front.into_iter().for_each(|(_, _, r)| self.push(r)),
+            Acc::All { rows, truncated, .. } => {
+                if truncated {
+                    if let Acc::All { truncated: t, .. } = self {
+                        *t = true;
+                    }
+                }
+                rows.into_iter().for_each(|r| self.push(r));
+            }
+        }
+    }
+
+    pub fn truncated(&self) -> bool {
+        matches!(self, Acc::All { truncated: true, .. })
+    }
+
+    /// The final rows, best first (Pareto: by the first objective).
+    pub fn finish(self) -> Vec<Row> {
+        match self {
+            Acc::TopK { heap, .. } => heap.into_sorted_vec().into_iter().map(|x| x.row).collect(),
+            Acc::Pareto { a, mut front, .. } => {
+                front.sort_by(|x, y| cmp_key((x.0, x.2.index), (y.0, y.2.index)));
+                let _ = a;
+                front.into_iter().map(|(_, _, r)| r).collect()
+            }
+            Acc::All { objective, mut rows, .. } => {
+                rows.sort_by(|x, y| cmp_key((objective.key(x), x.index), (objective.key(y), y.index)));
+                rows
+            }
+        }
+    }
+}

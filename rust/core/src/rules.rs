@@ -1,0 +1,250 @@
+//! Divisibility and kernel rules. A broken hard rule rejects a candidate with a named reason;
+//! a soft rule (a slower kernel, a quantization loss) becomes a warning flag on the row.
+
+use crate::spec::{Cluster, Model, Strategy};
+
+/// Why a candidate is out. The discriminant indexes [`Reject::ALL`] and the `pruned` statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reject {
+    GpusMismatch,
+    TpExceedsNode,
+    HiddenNotDivisibleByHeads,
+    HeadsNotDivisibleByTp,
+    KvHeadsNotDivisibleByTp,
+    FfnNotDivisibleByTp,
+    TooFewLayersForPp,
+    LayersNotDivisibleByPp,
+    LayersNotDivisibleByVpp,
+    VppNeedsPp,
+    MicroBatchesNotDivisibleByPp,
+    GbsNotDivisibleByMbsDp,
+    SequenceParallelNeedsTp,
+    SeqNotDivisibleByCp,
+    ExpertsNotDivisibleByEp,
+    EpNeedsExperts,
+    EpNotDivisibleIntoDp,
+    Fp8Unsupported,
+    Oom,
+    ParamsOutOfBudget,
+}
+
+impl Reject {
+    pub const ALL: [Reject; 20] = [
+        Reject::GpusMismatch,
+        Reject::TpExceedsNode,
+        Reject::HiddenNotDivisibleByHeads,
+        Reject::HeadsNotDivisibleByTp,
+        Reject::KvHeadsNotDivisibleByTp,
+        Reject::FfnNotDivisibleByTp,
+        Reject::TooFewLayersForPp,
+        Reject::LayersNotDivisibleByPp,
+        Reject::LayersNotDivisibleByVpp,
+        Reject::VppNeedsPp,
+        Reject::MicroBatchesNotDivisibleByPp,
+        Reject::GbsNotDivisibleByMbsDp,
+        Reject::SequenceParallelNeedsTp,
+        Reject::SeqNotDivisibleByCp,
+        Reject::ExpertsNotDivisibleByEp,
+        Reject::EpNeedsExperts,
+        Reject::EpNotDivisibleIntoDp,
+        Reject::Fp8Unsupported,
+        Reject::Oom,
+        Reject::ParamsOutOfBudget,
+    ];
+
+    /// Stable slug, used in statistics, `topo check` and error codes.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reject::GpusMismatch => "gpus_mismatch",
+            Reject::TpExceedsNode => "tp_exceeds_node",
+            Reject::HiddenNotDivisibleByHeads => "hidden_not_divisible_by_heads",
+            Reject::HeadsNotDivisibleByTp => "heads_not_divisible_by_tp",
+            Reject::KvHeadsNotDivisibleByTp => "kv_heads_not_divisible_by_tp",
+            Reject::FfnNotDivisibleByTp => "ffn_not_divisible_by_tp",
+            Reject::TooFewLayersForPp => "too_few_layers_for_pp",
+            Reject::LayersNotDivisibleByPp => "layers_not_divisible_by_pp",
+            Reject::LayersNotDivisibleByVpp => "layers_not_divisible_by_pp_vpp",
+            Reject::VppNeedsPp => "vpp_needs_pp",
+            Reject::MicroBatchesNotDivisibleByPp => "micro_batches_not_divisible_by_pp",
+            Reject::GbsNotDivisibleByMbsDp => "gbs_not_divisible_by_mbs_dp",
+            Reject::SequenceParallelNeedsTp => "sequence_parallel_needs_tp",
+            Reject::SeqNotDivisibleByCp => "seq_not_divisible_by_cp",
+            Reject::ExpertsNotDivisibleByEp => "experts_not_divisible_by_ep",
+            Reject::EpNeedsExperts => "ep_needs_experts",
+            Reject::EpNotDivisibleIntoDp => "ep_not_divisor_of_dp",
+            Reject::Fp8Unsupported => "fp8_unsupported",
+            Reject::Oom => "oom",
+            Reject::ParamsOutOfBudget => "params_out_of_budget",
+        }
+    }
+
+    /// One line: what is wrong and what to change.
+    pub fn message(self, m: &Model, s: &Strategy, c: &Cluster) -> String {
+        match self {
+            Reject::GpusMismatch => format!(
+                "dp*tp*pp*cp = {}*{}*{}*{} = {} does not equal the cluster's {} GPUs",
+                s.dp, s.tp, s.pp, s.cp, s.gpus(), c.gpus()
+            ),
+            Reject::TpExceedsNode => format!("tp {} is larger than a node ({} GPUs): tensor parallelism needs NVLink", s.tp, c.gpus_per_node),
+            Reject::HiddenNotDivisibleByHeads => format!("hidden {} is not a multiple of heads {}", m.hidden, m.heads),
+            Reject::HeadsNotDivisibleByTp => format!("heads {} is not a multiple of tp {}", m.heads, s.tp),
+            Reject::KvHeadsNotDivisibleByTp => format!("kv_heads {} is not a multiple of tp {}", m.kv_heads, s.tp),
+            Reject::FfnNotDivisibleByTp => format!("ffn_hidden {} is not a multiple of tp {}", m.ffn_hidden, s.tp),
+            Reject::TooFewLayersForPp => format!("{} layers cannot fill {} pipeline stages", m.layers, s.pp),
+            Reject::LayersNotDivisibleByPp => format!("layers {} is not a multiple of pp {} (uneven stages are off)", m.layers, s.pp),
+            Reject::LayersNotDivisibleByVpp => format!("layers {} is not a multiple of pp*vpp = {}", m.layers, s.pp * s.vpp),
+            Reject::VppNeedsPp => format!("vpp {} needs pp > 2 (interleaving with pp {})", s.vpp, s.pp),
+            Reject::MicroBatchesNotDivisibleByPp => format!("the interleaved schedule needs micro batches ({}) to be a multiple of pp {}", s.grad_accum(), s.pp),
+            Reject::GbsNotDivisibleByMbsDp => format!("gbs {} is not a multiple of mbs*dp = {}*{}", s.gbs, s.mbs, s.dp),
+            Reject::SequenceParallelNeedsTp => "sequence parallelism needs tp > 1".to_string(),
+            Reject::SeqNotDivisibleByCp => format!("seq_len {} is not a multiple of 2*cp = {}", m.seq_len, 2 * s.cp),
+            Reject::ExpertsNotDivisibleByEp => format!("experts {} is not a multiple of ep {}", m.experts, s.ep),
+            Reject::EpNeedsExperts => format!("ep {} needs a model with experts", s.ep),
+            Reject::EpNotDivisibleIntoDp => format!("ep {} must divide dp*cp = {}", s.ep, s.dp * s.cp),
+            Reject::Fp8Unsupported => "the GPU has no fp8 tensor cores".to_string(),
+            Reject::Oom => "does not fit in GPU memory".to_string(),
+            Reject::ParamsOutOfBudget => "parameters outside the requested budget".to_string(),
+        }
+    }
+}
+
+/// Model-shape rules that do not depend on the strategy.
+pub fn check_shape(m: &Model) -> Option<Reject> {
+    if m.mla.is_none() && m.heads as u64 * m.head_dim as u64 != m.hidden as u64 {
+        return Some(Reject::HiddenNotDivisibleByHeads);
+    }
+    None
+}
+
+/// Strategy rules for a given model and cluster, cheapest first. `None` when all hold.
+pub fn check_strategy(m: &Model, s: &Strategy, c: &Cluster, allow_cross_node_tp: bool) -> Option<Reject> {
+    if s.gpus() != c.gpus() {
+        return Some(Reject::GpusMismatch);
+    }
+    if !allow_cross_node_tp && s.tp > c.gpus_per_node {
+        return Some(Reject::TpExceedsNode);
+    }
+    if m.heads % s.tp != 0 {
+        return Some(Reject::HeadsNotDivisibleByTp);
+    }
+    if m.kv_heads % s.tp != 0 {
+        return Some(Reject::KvHeadsNotDivisibleByTp);
+    }
+    if m.ffn_hidden % s.tp != 0 || (m.is_moe() && m.moe_ffn_hidden % s.tp != 0) {
+        return Some(Reject::FfnNotDivisibleByTp);
+    }
+    if m.layers < s.pp * s.vpp {
+        return Some(Reject::TooFewLayersForPp);
+    }
+    if !s.uneven_stages && m.layers % s.pp != 0 {
+        return Some(Reject::LayersNotDivisibleByPp);
+    }
+    if s.vpp > 1 {
+        if s.pp <= 2 {
+            return Some(Reject::VppNeedsPp);
+        }
+        if m.layers % (s.pp * s.vpp) != 0 {
+            return Some(Reject::LayersNotDivisibleByVpp);
+        }
+    }
+    if s.grad_accum() == 0 {
+        return Some(Reject::GbsNotDivisibleByMbsDp);
+    }
+    if s.vpp > 1 && s.grad_accum() % s.pp != 0 {
+        return Some(Reject::MicroBatchesNotDivisibleByPp);
+    }
+    if s.sequence_parallel && s.tp == 1 {
+        return Some(Reject::SequenceParallelNeedsTp);
+    }
+    if s.cp > 1 && m.seq_len % (2 * s.cp) != 0 {
+        return Some(Reject::SeqNotDivisibleByCp);
+    }
+    if s.ep > 1 {
+        if !m.is_moe() {
+            return Some(Reject::EpNeedsExperts);
+        }
+        if m.experts % s.ep != 0 {
+            return Some(Reject::ExpertsNotDivisibleByEp);
+        }
+        if (s.dp * s.cp) % s.ep != 0 {
+            return Some(Reject::EpNotDivisibleIntoDp);
+        }
+    }
+    if s.precision == crate::spec::Precision::Fp8 && c.gpu.peak_fp8 <= 0.0 {
+        return Some(Reject::Fp8Unsupported);
+    }
+    None
+}
+
+/// Soft-rule flags (bit set). Each costs speed, none breaks training.
+pub mod warn {
+    /// Megatron's fused softmax cannot run: `(heads/tp)*mbs % 4 != 0` or the sequence is outside
+    /// 16 < s <= 16384 (Megatron-LM `FusedScaleMaskSoftmax.is_kernel_available`).
+    pub const FUSED_SOFTMAX_UNAVAILABLE: u32 = 1 << 0;
+    /// Head dimension not a multiple of 8: attention GEMMs cannot use tensor cores.
+    pub const HEAD_DIM_MISALIGNED: u32 = 1 << 1;
+    /// hidden/tp or ffn/tp is not a multiple of 128: GEMM tiles waste their remainder.
+    pub const TILE_QUANTIZATION: u32 = 1 << 2;
+    /// The layer GEMMs lose more than 5% to wave quantization on this GPU's SM count.
+    pub const WAVE_QUANTIZATION: u32 = 1 << 3;
+    /// Uneven pipeline stages (layers % pp != 0): the largest stage sets the pace.
+    pub const UNEVEN_STAGES: u32 = 1 << 4;
+    /// Batch ramp-up (seeds/001): needs dp % 4 == 0 and gbs % 32 == 0 for its 32-sample steps.
+    pub const RAMPUP_INCOMPATIBLE: u32 = 1 << 5;
+
+    pub const ALL: [(u32, &str); 6] = [
+        (FUSED_SOFTMAX_UNAVAILABLE, "fused_softmax_unavailable"),
+        (HEAD_DIM_MISALIGNED, "head_dim_misaligned"),
+        (TILE_QUANTIZATION, "tile_quantization"),
+        (WAVE_QUANTIZATION, "wave_quantization"),
+        (UNEVEN_STAGES, "uneven_stages"),
+        (RAMPUP_INCOMPATIBLE, "rampup_incompatible"),
+    ];
+}
+
+/// Whether Megatron's fused scale-mask-softmax kernel runs for this shape.
+pub fn fused_softmax_available(m: &Model, s: &Strategy) -> bool {
+    let local_heads = m.heads / s.tp.max(1);
+    let seq = m.seq_len / s.cp.max(1);
+    !s.flash_attention && seq > 16 && seq <= 16384 && (local_heads as u64 * s.mbs as u64) % 4 == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::fixtures::*;
+    use crate::spec::Cluster;
+
+    fn cluster(nodes: u32) -> Cluster {
+        Cluster { gpu: a100_80(), nodes, gpus_per_node: 8 }
+    }
+
+    #[test]
+    fn bloom_trained_config_passes() {
+        // BLOOM-176B: 48 nodes, TP 4, PP 12, DP 8, MBS 2, GBS 2048, 70 layers on 12 uneven stages.
+        let s = strategy(8, 4, 12, 2, 2048);
+        assert_eq!(check_strategy(&bloom_176b(), &s, &cluster(48), false), None);
+        let even = Strategy { uneven_stages: false, ..s };
+        assert_eq!(check_strategy(&bloom_176b(), &even, &cluster(48), false), Some(Reject::LayersNotDivisibleByPp));
+    }
+
+    #[test]
+    fn named_reasons() {
+        let m = seed001(13824, 78, 108);
+        let s = strategy(8, 8, 6, 4, 2048);
+        // seeds/001: "NHEADS=108 breaks constraints" - 108 heads are not divisible by TP 8.
+        assert_eq!(check_strategy(&m, &s, &cluster(48), false), Some(Reject::HeadsNotDivisibleByTp));
+        let m = seed001(14336, 72, 64);
+        assert_eq!(check_strategy(&m, &strategy(8, 8, 6, 3, 2048), &cluster(48), false), Some(Reject::GbsNotDivisibleByMbsDp));
+        assert_eq!(check_strategy(&m, &strategy(8, 8, 5, 4, 2048), &cluster(48), false), Some(Reject::GpusMismatch));
+        assert_eq!(check_strategy(&m, &strategy(3, 16, 8, 4, 2046), &cluster(48), false), Some(Reject::TpExceedsNode));
+    }
+
+    #[test]
+    fn fused_softmax_rule_from_seed001() {
+        // seeds/001 NHEADs section: the constraint is (HEADS/TP)*MBS % 4 == 0.
+        let s = strategy(8, 8, 6, 4, 2048);
+        assert!(fused_softmax_available(&seed001(14336, 72, 16), &s));
+        assert!(!fused_softmax_available(&seed001(14336, 72, 16), &Strategy { mbs: 1, ..s }));
+    }
+}

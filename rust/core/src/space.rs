@@ -1,0 +1,462 @@
+//! The search space and its enumeration.
+//!
+//! A space is a Cartesian product of value lists: model shape (hidden, layers, heads) and
+//! strategy (tp, cp, ep, mbs, sequence parallel, recompute, pp, vpp, gbs, ZeRO stage); dp follows
+//! from the GPU count. `candidates` counts that whole product, as a naive loop would visit it.
+//! Enumeration walks it lazily in blocks of one (shape, tp) each, in parallel with rayon, pruning
+//! as early as the rules allow (a shape or a tp that breaks a rule removes its whole block
+//! uncounted by the scorer) and memory before time; per block it builds the [`LayerCost`] once per
+//! (cp, ep, mbs, sp, recompute) and assembles the rest per candidate. Blocks are reduced locally
+//! and merged in block order, so results do not depend on the thread count.
+
+use crate::columns::Row;
+use crate::error::{Result, TopoError};
+use crate::formulas::params;
+use crate::profile::Profile;
+use crate::reduce::{Acc, Reducer};
+use crate::rules::{self, Reject};
+use crate::score::{assemble, memory_peak, LayerCost, Options};
+use crate::spec::{Cluster, Model, Precision, Recompute, Strategy};
+use rayon::prelude::*;
+use std::time::Instant;
+
+/// Every list must be non-empty; single values are one-element lists.
+#[derive(Debug, Clone)]
+pub struct Space {
+    /// The model whose other fields (vocab, activation, ...) every shape keeps.
+    pub model: Model,
+    pub hidden: Vec<u32>,
+    pub layers: Vec<u32>,
+    pub heads: Vec<u32>,
+    /// Keep only shapes whose total parameters fall in `[lo, hi]`.
+    pub params_range: Option<(f64, f64)>,
+    pub tp: Vec<u32>,
+    pub cp: Vec<u32>,
+    pub ep: Vec<u32>,
+    pub mbs: Vec<u32>,
+    pub sequence_parallel: Vec<bool>,
+    pub recompute: Vec<Recompute>,
+    pub pp: Vec<u32>,
+    pub vpp: Vec<u32>,
+    pub gbs: Vec<u32>,
+    pub zero_stage: Vec<u8>,
+    pub precision: Precision,
+    pub flash_attention: bool,
+    pub uneven_stages: bool,
+    pub cluster: Cluster,
+    pub profile: Profile,
+    pub options: Options,
+    /// Keep rows that break a rule or do not fit (scored anyway), for `check`'s neighbours and tests.
+    pub keep_infeasible: bool,
+}
+
+/// What an enumeration did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    /// Size of the whole space (the Cartesian product).
+    pub candidates: u64,
+    /// Candidates that reached the full cost model.
+    pub scored: u64,
+    /// Candidates removed, per reason (indexed like [`Reject::ALL`]).
+    pub pruned: Vec<u64>,
+    pub seconds: f64,
+    /// Stopped early (cancelled); the rows are what was found so far.
+    pub partial: bool,
+    /// `All` reducer hit its cap.
+    pub truncated: bool,
+    /// Candidates visited (equals `candidates` unless partial).
+    pub visited: u64,
+}
+
+const LIST_MAX: usize = 1 << 20;
+
+fn check_list<T>(name: &str, v: &[T]) -> Result<()> {
+    if v.is_empty() {
+        return Err(TopoError::new("invalid_value", name, format!("`{name}` needs at least one value")));
+    }
+    if v.len() > LIST_MAX {
+        return Err(TopoError::too_large(name, v.len(), LIST_MAX));
+    }
+    Ok(())
+}
+
+impl Space {
+    fn dims(&self) -> [u64; 13] {
+        [
+            self.hidden.len() as u64,
+            self.layers.len() as u64,
+            self.heads.len() as u64,
+            self.tp.len() as u64,
+            self.cp.len() as u64,
+            self.ep.len() as u64,
+            self.mbs.len() as u64,
+            self.sequence_parallel.len() as u64,
+            self.recompute.len() as u64,
+            self.pp.len() as u64,
+            self.vpp.len() as u64,
+            self.gbs.len() as u64,
+            self.zero_stage.len() as u64,
+        ]
+    }
+
+    /// Size of the Cartesian product, or an error when it does not fit in 64 bits.
+    pub fn size(&self) -> Result<u64> {
+        self.dims().iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).ok_or_else(|| {
+            TopoError::new("space_too_large", "space", "the search space has more than 2^64 candidates; narrow a range")
+        })
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        check_list("hidden", &self.hidden)?;
+        check_list("layers", &self.layers)?;
+        check_list("heads", &self.heads)?;
+        check_list("tp", &self.tp)?;
+        check_list("cp", &self.cp)?;
+        check_list("ep", &self.ep)?;
+        check_list("mbs", &self.mbs)?;
+        check_list("sequence_parallel", &self.sequence_parallel)?;
+        check_list("recompute", &self.recompute)?;
+        check_list("pp", &self.pp)?;
+        check_list("vpp", &self.vpp)?;
+        check_list("gbs", &self.gbs)?;
+        check_list("zero_stage", &self.zero_stage)?;
+        for (name, v) in [("tp", &self.tp), ("cp", &self.cp), ("ep", &self.ep), ("mbs", &self.mbs), ("pp", &self.pp), ("vpp", &self.vpp), ("gbs", &self.gbs), ("hidden", &self.hidden), ("layers", &self.layers), ("heads", &self.heads)] {
+            if let Some(bad) = v.iter().find(|&&x| x == 0) {
+                return Err(TopoError::too_small(name, bad, 1));
+            }
+        }
+        if let Some(z) = self.zero_stage.iter().find(|&&z| z > 3) {
+            return Err(TopoError::new("invalid_value", "zero_stage", format!("`zero_stage` must be one of {{0, 1, 2, 3}}, got {z}")));
+        }
+        self.cluster.validate()?;
+        self.profile.validate()?;
+        self.size()?;
+        Ok(())
+    }
+
+    /// The model for one (hidden, layers, heads): head_dim = hidden/heads, the KV-group ratio and
+    /// the FFN/hidden ratio of the base model kept (FFN rounded to a multiple of 128 unless the base
+    /// is exactly 4x). `None` when hidden is not a multiple of heads.
+    pub fn shape(&self, hidden: u32, layers: u32, heads: u32) -> std::result::Result<Model, Reject> {
+        let b = &self.model;
+        if hidden % heads != 0 {
+            return Err(Reject::HiddenNotDivisibleByHeads);
+        }
+        let group = (b.heads / b.kv_heads.max(1)).max(1);
+        let kv_heads = if heads % group == 0 { heads / group } else { heads };
+        let ffn = if b.ffn_hidden == 4 * b.hidden {
+            4 * hidden
+        } else if hidden == b.hidden {
+            b.ffn_hidden
+        } else {
+            let f = b.ffn_hidden as f64 * hidden as f64 / b.hidden as f64;
+            ((f / 128.0).round() as u32).max(1) * 128
+        };
+        Ok(Model { hidden, layers, heads, kv_heads, head_dim: hidden / heads, ffn_hidden: ffn, ..*b })
+    }
+}
+
+struct BlockOut {
+    acc: Acc,
+    scored: u64,
+    pruned: Vec<u64>,
+}
+
+/// Enumerates, scores and reduces the space. `progress(visited, total)` is called between
+/// chunks; returning `false` stops early and the result is marked partial.
+pub fn enumerate(space: &Space, reducer: &Reducer, progress: &mut dyn FnMut(u64, u64) -> bool) -> Result<(Vec<Row>, Stats)> {
+    space.validate()?;
+    let start = Instant::now();
+    let total = space.size()?;
+    let d = space.dims();
+    let per_block: u64 = d[4..].iter().product();
+    let n_tp = d[3];
+    let n_blocks = d[0] * d[1] * d[2] * n_tp;
+    let mut acc = reducer.empty();
+    let mut stats = Stats { candidates: total, pruned: vec![0; Reject::ALL.len()], ..Default::default() };
+    let chunk = (n_blocks / 256).clamp(16, 4096);
+    let mut b0 = 0u64;
+    while b0 < n_blocks {
+        let b1 = (b0 + chunk).min(n_blocks);
+        let outs: Vec<BlockOut> = (b0..b1).into_par_iter().map(|b| run_block(space, reducer, b, per_block)).collect();
+        for o in outs {
+            acc.merge(o.acc);
+            stats.scored += o.scored;
+            for (t, x) in stats.pruned.iter_mut().zip(o.pruned) {
+                *t += x;
+            }
+        }
+        stats.visited = b1 * per_block;
+        b0 = b1;
+        if b0 < n_blocks && !progress(stats.visited, total) {
+            stats.partial = true;
+            break;
+        }
+    }
+    stats.truncated = acc.truncated();
+    stats.seconds = start.elapsed().as_secs_f64();
+    Ok((acc.finish(), stats))
+}
+
+fn run_block(space: &Space, reducer: &Reducer, block: u64, per_block: u64) -> BlockOut {
+    let mut out = BlockOut { acc: reducer.empty(), scored: 0, pruned: vec![0; Reject::ALL.len()] };
+    let d = space.dims();
+    let ti = (block % d[3]) as usize;
+    let shape_i = block / d[3];
+    let ai = (shape_i % d[2]) as usize;
+    let li = ((shape_i / d[2]) % d[1]) as usize;
+    let hi = (shape_i / (d[2] * d[1])) as usize;
+    let prune_all = |out: &mut BlockOut, r: Reject, n: u64| out.pruned[r as usize] += n;
+
+    let m = match space.shape(space.hidden[hi], space.layers[li], space.heads[ai]) {
+        Ok(m) => m,
+        Err(r) => {
+            prune_all(&mut out, r, per_block);
+            return out;
+        }
+    };
+    if m.validate().is_err() {
+        prune_all(&mut out, Reject::HiddenNotDivisibleByHeads, per_block);
+        return out;
+    }
+    if let Some((lo, hi_p)) = space.params_range {
+        let p = params::total(&m) as f64;
+        if p < lo || p > hi_p {
+            prune_all(&mut out, Reject::ParamsOutOfBudget, per_block);
+            return out;
+        }
+    }
+    let c = &space.cluster;
+    let gpus = c.gpus();
+    let tp = space.tp[ti];
+    // Block-level rules, in the precedence of `rules::check_strategy`.
+    let tp_reject = if gpus % tp as u64 != 0 {
+        Some(Reject::GpusMismatch)
+    } else if !space.options.allow_cross_node_tp && tp > c.gpus_per_node {
+        Some(Reject::TpExceedsNode)
+    } else if m.heads % tp != 0 {
+        Some(Reject::HeadsNotDivisibleByTp)
+    } else if m.kv_heads % tp != 0 {
+        Some(Reject::KvHeadsNotDivisibleByTp)
+    } else if m.ffn_hidden % tp != 0 || (m.is_moe() && m.moe_ffn_hidden % tp != 0) {
+        Some(Reject::FfnNotDivisibleByTp)
+    } else {
+        None
+    };
+    if let Some(r) = tp_reject {
+        if !space.keep_infeasible {
+            prune_all(&mut out, r, per_block);
+            return out;
+        }
+    }
+    let inner_after_cp: u64 = d[5..].iter().product();
+    let inner_after_pp: u64 = d[10..].iter().product();
+    let mut index = block * per_block;
+    for &cp in &space.cp {
+        if gpus % (tp as u64 * cp as u64) != 0 && !space.keep_infeasible {
+            prune_all(&mut out, Reject::GpusMismatch, inner_after_cp);
+            index += inner_after_cp;
+            continue;
+        }
+        for &ep in &space.ep {
+            for &mbs in &space.mbs {
+                for &sp in &space.sequence_parallel {
+                    for &rc in &space.recompute {
+                        let proto = Strategy {
+                            dp: 1,
+                            tp,
+                            pp: 1,
+                            vpp: 1,
+                            cp,
+                            ep,
+                            mbs,
+                            gbs: 1,
+                            zero_stage: 0,
+                            recompute: rc,
+                            sequence_parallel: sp,
+                            precision: space.precision,
+                            flash_attention: space.flash_attention,
+                            uneven_stages: space.uneven_stages,
+                        };
+                        let mut lc: Option<LayerCost> = None;
+                        for &pp in &space.pp {
+                            let denom = tp as u64 * cp as u64 * pp as u64;
+                            if !space.keep_infeasible && (gpus % denom != 0 || m.layers < pp) {
+                                let r = if gpus % denom != 0 { Reject::GpusMismatch } else { Reject::TooFewLayersForPp };
+                                prune_all(&mut out, r, inner_after_pp);
+                                index += inner_after_pp;
+                                continue;
+                            }
+                            let dp = (gpus / denom).max(1) as u32;
+                            for &vpp in &space.vpp {
+                                for &gbs in &space.gbs {
+                                    for &z in &space.zero_stage {
+                                        let s = Strategy { dp, pp, vpp, gbs, zero_stage: z, ..proto };
+                                        let idx = index;
+                                        index += 1;
+                                        let reject = rules::check_strategy(&m, &s, c, space.options.allow_cross_node_tp);
+                                        if let Some(r) = reject {
+                                            if !space.keep_infeasible {
+                                                out.pruned[r as usize] += 1;
+                                                continue;
+                                            }
+                                        }
+                                        let safe = Strategy { pp: pp.min(m.layers), tp: tp.min(m.heads), ..s };
+                                        let mem = memory_peak(&m, c, &safe, &space.profile, &space.options);
+                                        if !mem.fits && !space.keep_infeasible {
+                                            out.pruned[Reject::Oom as usize] += 1;
+                                            continue;
+                                        }
+                                        let lc = lc.get_or_insert_with(|| LayerCost::new(&m, c, &Strategy { tp: tp.min(m.heads), ..proto }));
+                                        let score = assemble(lc, &m, c, &safe, &space.profile, &space.options, mem);
+                                        out.scored += 1;
+                                        let row = Row { index: idx, nodes: c.nodes, gpus_per_node: c.gpus_per_node, model: m, strategy: s, score };
+                                        if out.acc.wants(&row) {
+                                            out.acc.push(row);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::columns;
+    use crate::reduce::Objective;
+    use crate::score::score;
+    use crate::spec::fixtures::*;
+
+    fn small_space() -> Space {
+        Space {
+            model: seed001(14336, 72, 64),
+            hidden: vec![12288, 13824, 14336],
+            layers: vec![70, 72],
+            heads: vec![64, 96, 112],
+            params_range: None,
+            tp: vec![1, 2, 4, 8],
+            cp: vec![1],
+            ep: vec![1],
+            mbs: vec![1, 2, 4],
+            sequence_parallel: vec![false, true],
+            recompute: vec![Recompute::Full, Recompute::Selective],
+            pp: vec![4, 6, 8, 12],
+            vpp: vec![1],
+            gbs: vec![2048],
+            zero_stage: vec![1, 3],
+            precision: Precision::Bf16,
+            flash_attention: false,
+            uneven_stages: true,
+            cluster: Cluster { gpu: a100_80(), nodes: 48, gpus_per_node: 8 },
+            profile: Profile::default(),
+            options: Options::default(),
+            keep_infeasible: false,
+        }
+    }
+
+    fn objective(name: &str) -> Objective {
+        let c = columns::find(name).unwrap();
+        Objective { column: c, better: c.better }
+    }
+
+    #[test]
+    fn pruning_never_drops_a_feasible_candidate() {
+        // Oracle: score every candidate of the product with `score` and keep the feasible ones.
+        let sp = small_space();
+        let all = Reducer::All { cap: usize::MAX, objective: objective("step_time_s") };
+        let (rows, stats) = enumerate(&sp, &all, &mut |_, _| true).unwrap();
+        let mut oracle = 0u64;
+        for &h in &sp.hidden {
+            for &l in &sp.layers {
+                for &a in &sp.heads {
+                    let Ok(m) = sp.shape(h, l, a) else { continue };
+                    for &tp in &sp.tp {
+                        for &mbs in &sp.mbs {
+                            for &seq_par in &sp.sequence_parallel {
+                                for &rc in &sp.recompute {
+                                    for &pp in &sp.pp {
+                                        for &z in &sp.zero_stage {
+                                            let dp = (384 / (tp * pp)).max(1);
+                                            let s = Strategy { dp, tp, pp, mbs, gbs: 2048, zero_stage: z, recompute: rc, sequence_parallel: seq_par, ..strategy(1, 1, 1, 1, 1) };
+                                            let (_, rej) = score(&m, &sp.cluster, &s, &sp.profile, &sp.options).unwrap();
+                                            if rej.is_none() {
+                                                oracle += 1;
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(rows.len() as u64, oracle);
+        assert_eq!(stats.scored, oracle);
+        assert_eq!(stats.candidates, 3 * 2 * 3 * 4 * 3 * 2 * 2 * 4 * 2);
+        assert_eq!(stats.pruned.iter().sum::<u64>() + stats.scored, stats.candidates);
+    }
+
+    #[test]
+    fn top_k_and_pareto_match_the_full_frame() {
+        let sp = small_space();
+        let obj = objective("step_time_s");
+        let (all, _) = enumerate(&sp, &Reducer::All { cap: usize::MAX, objective: obj }, &mut |_, _| true).unwrap();
+        let (top, _) = enumerate(&sp, &Reducer::TopK { k: 25, objective: obj }, &mut |_, _| true).unwrap();
+        assert_eq!(top.iter().map(|r| r.index).collect::<Vec<_>>(), all[..25].iter().map(|r| r.index).collect::<Vec<_>>());
+        let mem = objective("mem_gb");
+        let (front, _) = enumerate(&sp, &Reducer::Pareto { a: obj, b: mem }, &mut |_, _| true).unwrap();
+        // Brute force: a row is on the front when no other row is at least as good in both.
+        let mut expect: Vec<u64> = all
+            .iter()
+            .filter(|r| !all.iter().any(|o| o.index != r.index && obj.key(o) <= obj.key(r) && mem.key(o) <= mem.key(r) && (obj.key(o) < obj.key(r) || mem.key(o) < mem.key(r) || o.index < r.index)))
+            .map(|r| r.index)
+            .collect();
+        let mut got: Vec<u64> = front.iter().map(|r| r.index).collect();
+        expect.sort();
+        got.sort();
+        assert_eq!(got, expect);
+    }
+
+    #[test]
+    fn same_result_with_one_or_two_threads() {
+        let sp = small_space();
+        let r = Reducer::TopK { k: 50, objective: objective("step_time_s") };
+        let run = |n| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+            pool.install(|| enumerate(&sp, &r, &mut |_, _| true).unwrap().0)
+        };
+        assert_eq!(run(1), run(2));
+    }
+
+    #[test]
+    fn cancelling_returns_partial() {
+        let mut sp = small_space();
+        sp.hidden = (12288..14336).step_by(128).collect();
+        let r = Reducer::TopK { k: 5, objective: objective("step_time_s") };
+        let mut calls = 0;
+        let (_, stats) = enumerate(&sp, &r, &mut |_, _| {
+            calls += 1;
+            false
+        })
+        .unwrap();
+        assert!(stats.partial && calls == 1 && stats.visited < stats.candidates);
+    }
+}
+
+/// Threads the enumeration uses (rayon's global pool).
+pub fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// Sizes rayon's global pool; only the first call before any parallel work takes effect.
+pub fn set_threads(n: usize) -> bool {
+    rayon::ThreadPoolBuilder::new().num_threads(n).build_global().is_ok()
+}

@@ -1,0 +1,400 @@
+//! The inputs of a candidate: model, cluster (GPU), strategy. Plain data, validated once.
+
+use crate::error::{Result, TopoError};
+
+/// MLP activation: GELU uses two matrices (up, down); SwiGLU three (gate, up, down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Activation {
+    Gelu,
+    Swiglu,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Norm {
+    LayerNorm,
+    RmsNorm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Position {
+    Learned,
+    Rope,
+    Alibi,
+}
+
+/// Multi-head latent attention (DeepSeek-V2) dimensions; all zero for ordinary (GQA) attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Mla {
+    pub q_lora_rank: u32,
+    pub kv_lora_rank: u32,
+    pub qk_rope_head_dim: u32,
+    pub qk_nope_head_dim: u32,
+    pub v_head_dim: u32,
+}
+
+/// A decoder-only transformer. Sizes are element counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Model {
+    pub layers: u32,
+    pub hidden: u32,
+    pub heads: u32,
+    pub kv_heads: u32,
+    pub head_dim: u32,
+    pub ffn_hidden: u32,
+    pub activation: Activation,
+    pub vocab: u32,
+    pub seq_len: u32,
+    pub tied_embeddings: bool,
+    pub position: Position,
+    /// Rows of the learned position table (0 unless `position` is learned).
+    pub position_rows: u32,
+    pub norm: Norm,
+    pub bias: bool,
+    pub embedding_norm: bool,
+    pub experts: u32,
+    pub topk: u32,
+    pub shared_experts: u32,
+    pub moe_ffn_hidden: u32,
+    /// Leading layers that stay dense in an MoE model.
+    pub dense_layers: u32,
+    /// `Some` for multi-head latent attention.
+    pub mla: Option<Mla>,
+}
+
+impl Model {
+    pub fn is_moe(&self) -> bool {
+        self.experts > 0
+    }
+
+    /// Layers that carry routed experts.
+    pub fn moe_layers(&self) -> u32 {
+        if self.is_moe() {
+            self.layers.saturating_sub(self.dense_layers)
+        } else {
+            0
+        }
+    }
+
+    /// Checks sizes; the message names the field and what is allowed.
+    pub fn validate(&self) -> Result<()> {
+        positive("layers", self.layers as u64, 1 << 20)?;
+        positive("hidden", self.hidden as u64, 1 << 22)?;
+        positive("heads", self.heads as u64, 1 << 16)?;
+        positive("kv_heads", self.kv_heads as u64, 1 << 16)?;
+        positive("head_dim", self.head_dim as u64, 1 << 16)?;
+        positive("ffn_hidden", self.ffn_hidden as u64, 1 << 24)?;
+        positive("vocab", self.vocab as u64, 1 << 26)?;
+        positive("seq_len", self.seq_len as u64, 1 << 26)?;
+        if self.kv_heads > self.heads || self.heads % self.kv_heads != 0 {
+            return Err(TopoError::new(
+                "kv_heads_not_divisor_of_heads",
+                "kv_heads",
+                format!("`kv_heads` must divide `heads` ({}), got {}", self.heads, self.kv_heads),
+            ));
+        }
+        if self.is_moe() {
+            if self.topk == 0 || self.topk > self.experts {
+                return Err(TopoError::new(
+                    "invalid_value",
+                    "topk",
+                    format!("`topk` must be between 1 and `experts` ({}), got {}", self.experts, self.topk),
+                ));
+            }
+            positive("moe_ffn_hidden", self.moe_ffn_hidden as u64, 1 << 24)?;
+            if self.dense_layers > self.layers {
+                return Err(TopoError::too_large("dense_layers", self.dense_layers, self.layers));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One accelerator type. Rates are in FLOP/s and B/s (already multiplied out from the catalog).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gpu {
+    /// Dense tensor peak per dtype, FLOP/s; 0 where the chip has none.
+    pub peak_fp32: f64,
+    pub peak_tf32: f64,
+    pub peak_fp16: f64,
+    pub peak_bf16: f64,
+    pub peak_fp8: f64,
+    /// Non-tensor (SIMT) FP32 rate, FLOP/s: what a GEMM that cannot use tensor cores runs at.
+    pub vector_fp32: f64,
+    pub memory_bytes: f64,
+    pub memory_bw: f64,
+    pub sms: u32,
+    pub intra_node_bw: f64,
+    pub inter_node_bw: f64,
+    pub board_power_w: f64,
+}
+
+impl Gpu {
+    /// Dense peak for a precision, FLOP/s.
+    pub fn peak(&self, p: Precision) -> f64 {
+        match p {
+            Precision::Fp32 => self.peak_tf32.max(self.peak_fp32),
+            Precision::Fp16 => self.peak_fp16,
+            Precision::Bf16 => self.peak_bf16,
+            Precision::Fp8 => self.peak_fp8,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        for (name, v) in [
+            ("peak_fp16", self.peak_fp16),
+            ("vector_fp32", self.vector_fp32),
+            ("memory_bytes", self.memory_bytes),
+            ("memory_bw", self.memory_bw),
+            ("intra_node_bw", self.intra_node_bw),
+            ("inter_node_bw", self.inter_node_bw),
+            ("board_power_w", self.board_power_w),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(TopoError::not_finite(name, v));
+            }
+        }
+        for (name, v) in [("peak_fp32", self.peak_fp32), ("peak_tf32", self.peak_tf32), ("peak_bf16", self.peak_bf16), ("peak_fp8", self.peak_fp8)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(TopoError::not_finite(name, v));
+            }
+        }
+        positive("sms", self.sms as u64, 1 << 16)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cluster {
+    pub gpu: Gpu,
+    pub nodes: u32,
+    pub gpus_per_node: u32,
+}
+
+impl Cluster {
+    pub fn gpus(&self) -> u64 {
+        self.nodes as u64 * self.gpus_per_node as u64
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.gpu.validate()?;
+        positive("nodes", self.nodes as u64, 1 << 20)?;
+        positive("gpus_per_node", self.gpus_per_node as u64, 1 << 10)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Recompute {
+    None = 0,
+    Selective = 1,
+    Full = 2,
+}
+
+impl Recompute {
+    pub const ALL: [Recompute; 3] = [Recompute::None, Recompute::Selective, Recompute::Full];
+    pub fn label(self) -> &'static str {
+        ["none", "selective", "full"][self as usize]
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Precision {
+    Fp32 = 0,
+    Fp16 = 1,
+    Bf16 = 2,
+    Fp8 = 3,
+}
+
+impl Precision {
+    pub fn label(self) -> &'static str {
+        ["fp32", "fp16", "bf16", "fp8"][self as usize]
+    }
+
+    /// Bytes of one activation / weight element as stored for compute.
+    pub fn compute_bytes(self) -> f64 {
+        match self {
+            Precision::Fp32 => 4.0,
+            _ => 2.0,
+        }
+    }
+
+    /// Elements a tensor-core GEMM dimension must be a multiple of (16 bytes), per NVIDIA's
+    /// "Matrix Multiplication Background" guide, "Tensor Core Requirements".
+    pub fn tensor_core_alignment(self) -> u64 {
+        match self {
+            Precision::Fp32 => 4,
+            Precision::Fp16 | Precision::Bf16 => 8,
+            Precision::Fp8 => 16,
+        }
+    }
+}
+
+/// A parallel strategy for one model on one cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Strategy {
+    pub dp: u32,
+    pub tp: u32,
+    pub pp: u32,
+    /// Virtual pipeline stages per rank (interleaved 1F1B); 1 = plain 1F1B.
+    pub vpp: u32,
+    pub cp: u32,
+    pub ep: u32,
+    pub mbs: u32,
+    pub gbs: u32,
+    pub zero_stage: u8,
+    pub recompute: Recompute,
+    pub sequence_parallel: bool,
+    pub precision: Precision,
+    /// Flash attention: no s^2 activations, attention as one fused kernel.
+    pub flash_attention: bool,
+    /// Allow `layers % pp != 0` (Megatron-DeepSpeed balances uneven stages; Megatron-LM does not).
+    pub uneven_stages: bool,
+}
+
+impl Strategy {
+    pub fn gpus(&self) -> u64 {
+        self.dp as u64 * self.tp as u64 * self.pp as u64 * self.cp as u64
+    }
+
+    /// Micro batches per iteration and replica (gradient accumulation steps); 0 if `gbs` is not
+    /// a multiple of `mbs * dp`.
+    pub fn grad_accum(&self) -> u32 {
+        let per = self.mbs as u64 * self.dp as u64;
+        if per == 0 || self.gbs as u64 % per != 0 {
+            0
+        } else {
+            (self.gbs as u64 / per) as u32
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        positive("dp", self.dp as u64, 1 << 24)?;
+        positive("tp", self.tp as u64, 1 << 12)?;
+        positive("pp", self.pp as u64, 1 << 16)?;
+        positive("vpp", self.vpp as u64, 1 << 10)?;
+        positive("cp", self.cp as u64, 1 << 12)?;
+        positive("ep", self.ep as u64, 1 << 16)?;
+        positive("mbs", self.mbs as u64, 1 << 20)?;
+        positive("gbs", self.gbs as u64, 1 << 31)?;
+        if self.zero_stage > 3 {
+            return Err(TopoError::new(
+                "invalid_value",
+                "zero_stage",
+                format!("`zero_stage` must be one of {{0, 1, 2, 3}}, got {}", self.zero_stage),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn positive(field: &str, v: u64, max: u64) -> Result<()> {
+    if v == 0 {
+        Err(TopoError::too_small(field, v, 1))
+    } else if v > max {
+        Err(TopoError::too_large(field, v, max))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    //! Specs used by the unit tests, each with its source.
+    use super::*;
+
+    /// BLOOM-176B, from bigscience/bloom config.json (n_layer 70, hidden 14336, n_head 112,
+    /// vocab 250880, ALiBi, word-embedding LayerNorm, tied).
+    pub fn bloom_176b() -> Model {
+        Model {
+            layers: 70,
+            hidden: 14336,
+            heads: 112,
+            kv_heads: 112,
+            head_dim: 128,
+            ffn_hidden: 4 * 14336,
+            activation: Activation::Gelu,
+            vocab: 250880,
+            seq_len: 2048,
+            tied_embeddings: true,
+            position: Position::Alibi,
+            position_rows: 0,
+            norm: Norm::LayerNorm,
+            bias: true,
+            embedding_norm: true,
+            experts: 0,
+            topk: 0,
+            shared_experts: 0,
+            moe_ffn_hidden: 0,
+            dense_layers: 0,
+            mla: None,
+        }
+    }
+
+    /// The seeds/001 model family: BLOOM architecture with another hidden/layers/heads.
+    pub fn seed001(hidden: u32, layers: u32, heads: u32) -> Model {
+        Model { hidden, layers, heads, kv_heads: heads, head_dim: hidden / heads, ffn_hidden: 4 * hidden, ..bloom_176b() }
+    }
+
+    /// Llama-2-7B, meta-llama/Llama-2-7b-hf config.json.
+    pub fn llama2_7b() -> Model {
+        Model {
+            layers: 32,
+            hidden: 4096,
+            heads: 32,
+            kv_heads: 32,
+            head_dim: 128,
+            ffn_hidden: 11008,
+            activation: Activation::Swiglu,
+            vocab: 32000,
+            seq_len: 4096,
+            tied_embeddings: false,
+            position: Position::Rope,
+            position_rows: 0,
+            norm: Norm::RmsNorm,
+            bias: false,
+            embedding_norm: false,
+            experts: 0,
+            topk: 0,
+            shared_experts: 0,
+            moe_ffn_hidden: 0,
+            dense_layers: 0,
+            mla: None,
+        }
+    }
+
+    /// A100 80GB SXM: NVIDIA A100 datasheet (312 TFLOP/s bf16 dense, 19.5 FP32, 2039 GB/s,
+    /// 108 SMs, NVLink3 300 GB/s per direction, 400 W).
+    pub fn a100_80() -> Gpu {
+        Gpu {
+            peak_fp32: 19.5e12,
+            peak_tf32: 156e12,
+            peak_fp16: 312e12,
+            peak_bf16: 312e12,
+            peak_fp8: 0.0,
+            vector_fp32: 19.5e12,
+            memory_bytes: 80.0 * 1024f64.powi(3),
+            memory_bw: 2039e9,
+            sms: 108,
+            intra_node_bw: 300e9,
+            inter_node_bw: 25e9,
+            board_power_w: 400.0,
+        }
+    }
+
+    pub fn strategy(dp: u32, tp: u32, pp: u32, mbs: u32, gbs: u32) -> Strategy {
+        Strategy {
+            dp,
+            tp,
+            pp,
+            vpp: 1,
+            cp: 1,
+            ep: 1,
+            mbs,
+            gbs,
+            zero_stage: 1,
+            recompute: Recompute::Full,
+            sequence_parallel: false,
+            precision: Precision::Bf16,
+            flash_attention: false,
+            uneven_stages: true,
+        }
+    }
+}

@@ -1,0 +1,35 @@
+"""The Python API: evaluate, enumerate, catalogs (exact parameter counts with their sources)."""
+
+import polars as pl
+import pytest
+
+import toposcan
+
+
+def test_bloom_params_match_model_card():
+    # bigscience/bloom model card: 176,247,271,424 parameters.
+    row = toposcan.evaluate("bloom-176b", gpu="a100-80", nodes=48, tp=4, pp=12, mbs=2, gbs=2048)
+    assert int(row["params"][0]) == 176_247_271_424
+
+
+@pytest.mark.parametrize("name,published", [
+    ("bloom-176b", 176_247_271_424),   # bigscience/bloom model card
+    ("llama-2-7b", 6_738_415_616),     # meta-llama/Llama-2-7b-hf safetensors total
+    ("llama-3-8b", 8_030_261_248),     # meta-llama/Meta-Llama-3-8B safetensors total
+])
+def test_catalog_params_match_published(name, published):
+    df = toposcan.models()
+    assert int(df.filter(pl.col("name") == name)["params"][0]) == published
+
+
+def test_bloom_launch_config_is_feasible():
+    # BLOOM-176B trained on 48 nodes of A100-80: TP 4, PP 12 (70 layers, uneven), DP 8, MBS 2.
+    row = toposcan.evaluate("bloom-176b", gpu="a100-80", nodes=48, tp=4, pp=12, mbs=2, gbs=2048)
+    assert row["feasible"][0] and row["dp"][0] == 8
+
+
+def test_enumerate_ranks_fastest_first():
+    df = toposcan.enumerate(gpu="a100-80", nodes=48, top=10)
+    assert df.height == 10
+    assert (df["step_time_s"].diff().drop_nulls() >= 0).all()
+    assert (df["dp"] * df["tp"] * df["pp"] == 384).all()
