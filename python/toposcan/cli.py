@@ -100,7 +100,7 @@ def enumerate_cmd(
     precision: Annotated[str, Opt(help="fp32, fp16, bf16 or fp8.")] = "bf16",
     flash_attention: Annotated[StrOpt, Opt(help="true/false (default: the profile's).")] = None,
     profile: Annotated[StrOpt, Opt(help="Efficiency profile (`topo profiles`).")] = None,
-    headroom: Annotated[str, Opt(help="Memory kept free, fraction of the GPU.")] = "0.03",
+    headroom: Annotated[str, Opt(help="Memory kept free, fraction of the GPU (default 0: the model is within ~5%; check warns above 95%).")] = "0",
     tokens: Annotated[str, Opt(help="Training tokens for gpu-hours / days.")] = "1e12",
     rampup: Annotated[bool, Opt(help="Flag configs breaking seeds/001's batch ramp-up rule.")] = False,
     top: Annotated[StrOpt, Opt("--top", "-k", help="Show the K best (default 20 on the terminal).")] = None,
@@ -176,7 +176,7 @@ def evaluate_cmd(
     precision: Annotated[str, Opt(help="fp32, fp16, bf16 or fp8.")] = "bf16",
     flash_attention: Annotated[StrOpt, Opt(help="true/false (default: the profile's).")] = None,
     profile: Annotated[StrOpt, Opt(help="Efficiency profile.")] = None,
-    headroom: Annotated[str, Opt(help="Memory kept free, fraction of the GPU.")] = "0.03",
+    headroom: Annotated[str, Opt(help="Memory kept free, fraction of the GPU (default 0: the model is within ~5%; check warns above 95%).")] = "0",
     tokens: Annotated[str, Opt(help="Training tokens for gpu-hours / days.")] = "1e12",
     fmt: Annotated[str, Opt("--format", "-f", help="table, csv, json or markdown.")] = "table",
 ) -> None:
@@ -246,6 +246,35 @@ def profiles_cmd(fmt: Annotated[str, Opt("--format", "-f", help="table, csv, jso
     cols = ["name", "gemm_efficiency", "memory_efficiency", "intra_link_efficiency", "inter_link_efficiency",
             "layer_overhead_s", "dp_overlap", "step_overhead_s", "memory_overhead_gib", "fragmentation"]
     render.write(df, fmt, None, columns=cols if fmt in ("table", "markdown") else None)
+
+
+@app.command("validate")
+def validate_cmd(
+    table: Annotated[StrOpt, Opt("--table", "-t", help="seed001, seed001-all, seed001-mem, seed002, seed002-<table>, accounting.")] = None,
+    fmt: Annotated[str, Opt("--format", "-f", help="table, csv, json or markdown.")] = "table",
+    summary_only: Annotated[bool, Opt("--summary", help="Only the per-table summary.")] = False,
+    fit: Annotated[bool, Opt("--fit", help="Refit every profile on its rows and print the constants.")] = False,
+) -> None:
+    """Measured (seed tables) beside predicted, with the error, and a summary per table."""
+    from toposcan import validate as v
+
+    if fit:
+        results = v.refit()
+        for name, r in results.items():
+            consts = ", ".join(f"{k} {r['profile'][k]:.4g}" for k in v.TIME_KEYS)
+            sys.stdout.write(f"{name}: {consts}; MAPE {r['mape']:.2f}%, max {r['max_error']:.2f}%, "
+                             f"leave-one-out MAPE {r['loo_mape']:.2f}%\n")
+            if "memory" in r:
+                sys.stdout.write(f"{name}: memory_overhead_gib {r['memory']['memory_overhead_gib']:.3g}, "
+                                 f"fragmentation {r['memory']['fragmentation']:.3g}\n")
+        return
+    rows, summary = v.validate(table)
+    if not summary_only:
+        cols = ["table", "group", "line", "config", "unit", "measured", "predicted", "error_pct"]
+        render.write(rows, fmt, None, columns=cols if fmt in ("table", "markdown") else None)
+        sys.stdout.write("\n")
+    render.write(summary, fmt if fmt != "table" else "table", None,
+                 columns=["table", "rows", "mape", "max_error", "spearman", "min_spearman_within"])
 
 
 def main(argv: list[str] | None = None) -> int:

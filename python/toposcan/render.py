@@ -32,7 +32,7 @@ def _fmt(v: Any, name: str) -> str:
             return f"{v * 100:.1f}%"
         if abs(v) >= 1e5:
             return f"{v:.3e}"
-        return f"{v:.2f}"
+        return f"{v:.2f}" if abs(v) >= 0.01 or v == 0 else f"{v:.3g}"
     return str(v)
 
 
@@ -44,7 +44,8 @@ def table_columns(df: pl.DataFrame) -> list[str]:
     return shape + cols
 
 
-def text_table(df: pl.DataFrame, columns: list[str] | None = None, *, rank: bool = True) -> str:
+def text_table(df: pl.DataFrame, columns: list[str] | None = None, *, rank: bool | None = None) -> str:
+    rank = columns is None if rank is None else rank
     cols = columns or table_columns(df)
     head = (["#"] if rank else []) + [SHORT.get(c, c) for c in cols]
     rows = []

@@ -203,7 +203,9 @@ def model_dict(model: str | None, fields: dict[str, Any]) -> tuple[dict[str, Any
     if m["attention"] != "mla" and ("hidden" in given or "heads" in given or label == "custom"):
         m["head_dim"] = m["hidden"] // m["heads"] if m["hidden"] % m["heads"] == 0 else 0
     if m["position"] == "learned" and ("seq_len" in given or label == "custom"):
-        m["position_rows"] = max(m["position_rows"], m["seq_len"]) if label != "custom" else m["seq_len"]
+        # The learned table has one row per position (plus OPT's offset of 2), sized by the run's seq_len.
+        offset = max(0, base["position_rows"] - base["seq_len"]) if label != "custom" else 0
+        m["position_rows"] = m["seq_len"] + offset
     if m["attention"] != "mla" and m["head_dim"] * m["heads"] != m["hidden"]:
         raise InputError(f"`hidden` {m['hidden']} must be a multiple of `heads` {m['heads']}",
                          code="hidden_not_divisible_by_heads")
@@ -223,9 +225,9 @@ def model_dict(model: str | None, fields: dict[str, Any]) -> tuple[dict[str, Any
 def profile_dict(name: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The core's profile dict and the catalog entry (for framework defaults)."""
     p = catalog.profile_spec(name or DEFAULT_PROFILE)
-    core = {k: float(p[k]) for k in ("gemm_efficiency", "memory_efficiency", "intra_link_efficiency",
+    core = {k: float(p[k]) for k in ("gemm_efficiency", "attention_efficiency", "memory_efficiency", "intra_link_efficiency",
                                      "inter_link_efficiency", "layer_overhead_s", "dp_overlap", "step_overhead_s",
-                                     "fragmentation")}
+                                     "fragmentation", "grad_bytes", "grad_shard_bytes")}
     core["memory_overhead_bytes"] = float(p["memory_overhead_gib"]) * GIB
     core["p2p_scatter_gather"] = bool(p["p2p_scatter_gather"])
     return core, p

@@ -132,6 +132,7 @@ fn strategy(d: &Bound<'_, PyDict>) -> PyResult<Strategy> {
 fn profile(d: &Bound<'_, PyDict>) -> PyResult<Profile> {
     Ok(Profile {
         gemm_efficiency: get(d, "gemm_efficiency")?,
+        attention_efficiency: get(d, "attention_efficiency")?,
         memory_efficiency: get(d, "memory_efficiency")?,
         intra_link_efficiency: get(d, "intra_link_efficiency")?,
         inter_link_efficiency: get(d, "inter_link_efficiency")?,
@@ -140,6 +141,8 @@ fn profile(d: &Bound<'_, PyDict>) -> PyResult<Profile> {
         step_overhead_s: get(d, "step_overhead_s")?,
         memory_overhead_bytes: get(d, "memory_overhead_bytes")?,
         fragmentation: get(d, "fragmentation")?,
+        grad_bytes: get(d, "grad_bytes")?,
+        grad_shard_bytes: get(d, "grad_shard_bytes")?,
         p2p_scatter_gather: get(d, "p2p_scatter_gather")?,
     })
 }
@@ -147,6 +150,7 @@ fn profile(d: &Bound<'_, PyDict>) -> PyResult<Profile> {
 fn profile_dict<'py>(py: Python<'py>, p: &Profile) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("gemm_efficiency", p.gemm_efficiency)?;
+    d.set_item("attention_efficiency", p.attention_efficiency)?;
     d.set_item("memory_efficiency", p.memory_efficiency)?;
     d.set_item("intra_link_efficiency", p.intra_link_efficiency)?;
     d.set_item("inter_link_efficiency", p.inter_link_efficiency)?;
@@ -155,6 +159,8 @@ fn profile_dict<'py>(py: Python<'py>, p: &Profile) -> PyResult<Bound<'py, PyDict
     d.set_item("step_overhead_s", p.step_overhead_s)?;
     d.set_item("memory_overhead_bytes", p.memory_overhead_bytes)?;
     d.set_item("fragmentation", p.fragmentation)?;
+    d.set_item("grad_bytes", p.grad_bytes)?;
+    d.set_item("grad_shard_bytes", p.grad_shard_bytes)?;
     d.set_item("p2p_scatter_gather", p.p2p_scatter_gather)?;
     Ok(d)
 }

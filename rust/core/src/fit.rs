@@ -1,16 +1,19 @@
 //! Fitting a profile's time constants to measured step times.
 //!
 //! # Procedure
-//! Minimize the sum of squared log errors `sum_i ln(pred_i / meas_i)^2` over the seven time
-//! constants of [`Profile`], each kept inside [`Profile::TIME_BOUNDS`], with a small ridge term
-//! pulling every constant toward its starting value (so constants the data cannot identify stay
+//! Minimize the sum of squared log errors `sum_i ln(pred_i / meas_i)^2` over the time constants
+//! of [`Profile`], each kept inside [`Profile::TIME_BOUNDS`], with a small ridge term (change over
+//! the width of the allowed range, squared, times [`RIDGE`]) pulling every constant toward its
+//! starting value (so constants the data cannot identify stay
 //! where they started instead of drifting). The optimizer is Nelder-Mead on the box-clamped
-//! parameters, restarted from the best point until it stops improving. Deterministic: no random
-//! numbers.
+//! parameters, restarted from the best point until it stops improving, from several starts (the
+//! given one, and the given one with each free constant moved to the middle of its range, one at a
+//! time) to avoid a poor local minimum. Leave-one-out refits start from the full fit.
+//! Deterministic: no random numbers.
 
 use crate::profile::Profile;
 
-/// Ridge weight on the relative change of each constant.
+/// Ridge weight on each constant's change, measured in widths of its allowed range.
 pub const RIDGE: f64 = 1e-3;
 
 /// Result of a fit: the profile and its errors.
@@ -34,11 +37,28 @@ fn clamp(v: &mut [f64; Profile::TIME_PARAMS]) {
 /// Fits `start`'s time constants so that `predict(profile, i)` matches `measured[i]`.
 /// `free[j] == false` holds constant `j` at its start value.
 pub fn fit(start: &Profile, measured: &[f64], free: &[bool; Profile::TIME_PARAMS], predict: &dyn Fn(&Profile, usize) -> f64) -> FitResult {
-    let profile = fit_rows(start, measured, free, predict, None);
+    let x0 = start.time_vector();
+    let mut starts = vec![x0];
+    for j in (0..Profile::TIME_PARAMS).filter(|&j| free[j]) {
+        let (lo, hi) = Profile::TIME_BOUNDS[j];
+        let mut v = x0;
+        v[j] = 0.5 * (lo + hi);
+        starts.push(v);
+    }
+    let mut profile = *start;
+    let mut best = f64::INFINITY;
+    for v in starts {
+        let p = fit_rows_from(start, &v, measured, free, predict, None);
+        let l = loss_of(start, &p, measured, free, predict, None);
+        if l < best {
+            best = l;
+            profile = p;
+        }
+    }
     let errs: Vec<f64> = (0..measured.len()).map(|i| (predict(&profile, i) / measured[i] - 1.0).abs() * 100.0).collect();
     let loo: Vec<f64> = (0..measured.len())
         .map(|i| {
-            let p = fit_rows(&profile, measured, free, predict, Some(i));
+            let p = fit_rows_from(start, &profile.time_vector(), measured, free, predict, Some(i));
             (predict(&p, i) / measured[i] - 1.0).abs() * 100.0
         })
         .collect();
@@ -51,8 +71,29 @@ pub fn fit(start: &Profile, measured: &[f64], free: &[bool; Profile::TIME_PARAMS
     }
 }
 
-fn fit_rows(start: &Profile, measured: &[f64], free: &[bool; Profile::TIME_PARAMS], predict: &dyn Fn(&Profile, usize) -> f64, skip: Option<usize>) -> Profile {
+/// The fit objective at `p`: squared log errors plus the ridge toward `start`.
+fn loss_of(start: &Profile, p: &Profile, measured: &[f64], free: &[bool; Profile::TIME_PARAMS], predict: &dyn Fn(&Profile, usize) -> f64, skip: Option<usize>) -> f64 {
     let x0 = start.time_vector();
+    let v = p.time_vector();
+    let mut l = 0.0;
+    for (i, &meas) in measured.iter().enumerate() {
+        if Some(i) == skip {
+            continue;
+        }
+        let pred = predict(p, i);
+        let e = if pred.is_finite() && pred > 0.0 { (pred / meas).ln() } else { 10.0 };
+        l += e * e;
+    }
+    for j in (0..Profile::TIME_PARAMS).filter(|&j| free[j]) {
+        let (lo, hi) = Profile::TIME_BOUNDS[j];
+        l += RIDGE * ((v[j] - x0[j]) / (hi - lo)).powi(2);
+    }
+    l
+}
+
+/// Minimizes [`loss_of`] (ridge centred on `start`) from the point `from`.
+fn fit_rows_from(start: &Profile, from: &[f64; Profile::TIME_PARAMS], measured: &[f64], free: &[bool; Profile::TIME_PARAMS], predict: &dyn Fn(&Profile, usize) -> f64, skip: Option<usize>) -> Profile {
+    let x0 = *from;
     let idx: Vec<usize> = (0..Profile::TIME_PARAMS).filter(|&j| free[j]).collect();
     let to_full = |y: &[f64]| {
         let mut v = x0;
@@ -62,24 +103,7 @@ fn fit_rows(start: &Profile, measured: &[f64], free: &[bool; Profile::TIME_PARAM
         clamp(&mut v);
         v
     };
-    let loss = |y: &[f64]| {
-        let v = to_full(y);
-        let p = start.with_time_vector(&v);
-        let mut l = 0.0;
-        for (i, &meas) in measured.iter().enumerate() {
-            if Some(i) == skip {
-                continue;
-            }
-            let pred = predict(&p, i);
-            let e = if pred.is_finite() && pred > 0.0 { (pred / meas).ln() } else { 10.0 };
-            l += e * e;
-        }
-        for &j in &idx {
-            let scale = x0[j].abs().max(1e-3);
-            l += RIDGE * ((v[j] - x0[j]) / scale).powi(2);
-        }
-        l
-    };
+    let loss = |y: &[f64]| loss_of(start, &start.with_time_vector(&to_full(y)), measured, free, predict, skip);
     let mut best: Vec<f64> = idx.iter().map(|&j| x0[j]).collect();
     let mut best_l = loss(&best);
     for _ in 0..6 {

@@ -43,15 +43,17 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { headroom: 0.03, train_tokens: 1e12, allow_cross_node_tp: false, rampup: false }
+        Self { headroom: 0.0, train_tokens: 1e12, allow_cross_node_tp: false, rampup: false }
     }
 }
 
 /// Raw cost of a piece of work for one micro batch: seconds at 100% of peak / bandwidth.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Work {
-    /// GEMMs (and flash attention) at tensor peak, with quantization.
+    /// Linear-layer GEMMs at tensor peak, with quantization.
     pub gemm: f64,
+    /// The attention core (flash kernel, or score and context GEMMs) at tensor peak.
+    pub attn: f64,
     /// Memory-bound kernels at full HBM bandwidth.
     pub mem: f64,
     /// Tensor/expert/context-parallel communication at full link bandwidth.
@@ -60,7 +62,7 @@ pub struct Work {
 
 impl Work {
     fn add(self, o: Work) -> Work {
-        Work { gemm: self.gemm + o.gemm, mem: self.mem + o.mem, comm: self.comm + o.comm }
+        Work { gemm: self.gemm + o.gemm, attn: self.attn + o.attn, mem: self.mem + o.mem, comm: self.comm + o.comm }
     }
 }
 
@@ -207,11 +209,11 @@ impl LayerCost {
         };
 
         let layer = |mlp: &[Gemm], elems: f64, extra_comm: f64| {
-            let f_work = Work { gemm: fwd(&proj) + core_fwd + fwd(mlp), mem: mem_of(elems) + softmax_mem, comm: tp_fwd + cp_fwd + extra_comm };
-            let b_work = Work { gemm: bwd(&proj) + core_bwd + bwd(mlp), mem: 2.0 * (mem_of(elems) + softmax_mem), comm: tp_fwd + 2.0 * cp_fwd + extra_comm };
+            let f_work = Work { gemm: fwd(&proj) + fwd(mlp), attn: core_fwd, mem: mem_of(elems) + softmax_mem, comm: tp_fwd + cp_fwd + extra_comm };
+            let b_work = Work { gemm: bwd(&proj) + bwd(mlp), attn: core_bwd, mem: 2.0 * (mem_of(elems) + softmax_mem), comm: tp_fwd + 2.0 * cp_fwd + extra_comm };
             let re = match s.recompute {
                 Recompute::None => Work::default(),
-                Recompute::Selective => Work { gemm: core_fwd, mem: softmax_mem, comm: 0.0 },
+                Recompute::Selective => Work { gemm: 0.0, attn: core_fwd, mem: softmax_mem, comm: 0.0 },
                 Recompute::Full => f_work,
             };
             f_work.add(b_work).add(re)
@@ -222,11 +224,12 @@ impl LayerCost {
         // Embedding lookup and its gradient scatter; LM head GEMMs and the fp32 cross entropy
         // (about 16 bytes per logit: read 16-bit logits, write and read fp32 copies, gradient).
         let vp = params::padded_vocab(m.vocab, s.tp) as u64;
-        let embedding = Work { gemm: 0.0, mem: 4.0 * th * bytes / gpu.memory_bw, comm: comm::all_reduce(th * bytes, t, bw, alpha) };
+        let embedding = Work { gemm: 0.0, attn: 0.0, mem: 4.0 * th * bytes / gpu.memory_bw, comm: comm::all_reduce(th * bytes, t, bw, alpha) };
         let head_gemm = Gemm::new(tokens, vp / t, h, 1);
         let logits = (tokens * vp / t) as f64;
         let head = Work {
             gemm: head_gemm.time(gpu, p) + gemm_bwd(head_gemm, gpu, p),
+            attn: 0.0,
             mem: 16.0 * logits / gpu.memory_bw + 6.0 * th * bytes / gpu.memory_bw,
             comm: comm::all_reduce(th * bytes, t, bw, alpha),
         };
@@ -270,16 +273,23 @@ pub struct Score {
 /// Memory of stage `stage` with the profile's fixed overhead and fragmentation, bytes.
 pub fn stage_memory(m: &Model, s: &Strategy, prof: &Profile, stage: u32) -> memory::Parts {
     let micro = s.grad_accum().max(1);
-    let mut parts = memory::stage(m, s, stage, micro);
+    let mut parts = memory::stage(m, s, stage, micro, prof.grad_bytes, prof.grad_shard_bytes);
     parts.overhead = prof.memory_overhead_bytes + prof.fragmentation * (parts.activations + parts.logits);
     parts
 }
 
-fn link(c: &Cluster, group_span: u64, prof: &Profile) -> (f64, f64) {
-    if group_span <= c.gpus_per_node as u64 {
-        (c.gpu.intra_node_bw * prof.intra_link_efficiency, ALPHA_INTRA_S)
+/// Bandwidth (B/s, after the profile's efficiency) and per-step latency of a collective over `n`
+/// ranks spaced `stride` ranks apart. Inside a node it runs on NVLink. Across nodes, NCCL runs one
+/// ring per NIC, so a group with `k` members on each node moves data over `k` NICs at once
+/// (nccl-tests bus bandwidth on multi-node DGX scales with the NICs used), capped by NVLink.
+fn group_link(c: &Cluster, n: u64, stride: u64, prof: &Profile) -> (f64, f64) {
+    let gpn = c.gpus_per_node as u64;
+    let intra = c.gpu.intra_node_bw * prof.intra_link_efficiency;
+    if n.saturating_mul(stride) <= gpn {
+        (intra, ALPHA_INTRA_S)
     } else {
-        (c.gpu.inter_node_bw * prof.inter_link_efficiency, ALPHA_INTER_S)
+        let per_node = (gpn / stride.max(1)).clamp(1, n.max(1));
+        ((c.gpu.inter_node_bw * prof.inter_link_efficiency * per_node as f64).min(intra), ALPHA_INTER_S)
     }
 }
 
@@ -309,15 +319,15 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
     let micro = s.grad_accum().max(1);
     let pp = s.pp;
     let tp_link = if lc.comm_intra { prof.intra_link_efficiency } else { prof.inter_link_efficiency };
-    let secs = |w: Work| w.gemm / prof.gemm_efficiency + w.mem / prof.memory_efficiency + w.comm / tp_link;
-    let dp_span = s.tp as u64 * s.cp as u64 * s.dp as u64;
+    let secs = |w: Work| w.gemm / prof.gemm_efficiency + w.attn / prof.attention_efficiency + w.mem / prof.memory_efficiency + w.comm / tp_link;
+    let dp_stride = s.tp as u64 * s.cp as u64;
 
     // ZeRO-3 / FSDP: per layer and micro batch, gather the weights twice (forward, backward) and
     // reduce-scatter the gradients, overlapped with the layer's compute.
     let layer_secs = |w: Work, layer_params: f64| {
         let compute = secs(w) + prof.layer_overhead_s;
         if s.zero_stage >= 3 && s.dp > 1 {
-            let (bw, alpha) = link(c, dp_span, prof);
+            let (bw, alpha) = group_link(c, s.dp as u64, dp_stride, prof);
             let shard = layer_params / s.tp as f64;
             let gather = comm::all_gather(shard * 2.0, s.dp as u64, bw, alpha);
             compute.max(3.0 * gather)
@@ -330,8 +340,14 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
 
     // Pipeline point-to-point: activations forward, gradients backward, once per micro batch.
     let p2p = if pp > 1 {
+        // Consecutive stages are `tp*cp*dp` ranks apart: the same node only if a stage is smaller
+        // than a node. Every rank sends its own tensor, one NIC each.
         let stage_span = s.tp as u64 * s.cp as u64 * s.dp as u64;
-        let (bw, alpha) = link(c, stage_span.max(c.gpus_per_node as u64 + if stage_span >= c.gpus_per_node as u64 { 1 } else { 0 }), prof);
+        let (bw, alpha) = if 2 * stage_span <= c.gpus_per_node as u64 {
+            group_link(c, 2, 1, prof)
+        } else {
+            (c.gpu.inter_node_bw * prof.inter_link_efficiency, ALPHA_INTER_S)
+        };
         let split = if prof.p2p_scatter_gather || s.sequence_parallel { s.tp as f64 } else { 1.0 };
         2.0 * comm::p2p(lc.p2p_bytes / split, bw, alpha)
     } else {
@@ -385,12 +401,12 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
     let p_last = params::stage_rank(m, s.tp, s.ep, pp, pp - 1);
     let p_stage = p_first.max(p_last);
     let dp_comm_s = if s.dp > 1 && s.zero_stage < 3 {
-        let (bw, alpha) = link(c, dp_span, prof);
+        let (bw, alpha) = group_link(c, s.dp as u64, dp_stride, prof);
         let dp = s.dp as u64;
         if s.zero_stage == 0 {
-            comm::all_reduce(p_stage * memory::GRAD_BYTES, dp, bw, alpha)
+            comm::all_reduce(p_stage * prof.grad_bytes, dp, bw, alpha)
         } else {
-            comm::all_gather(p_stage * memory::GRAD_BYTES, dp, bw, alpha) + comm::all_gather(p_stage * 2.0, dp, bw, alpha)
+            comm::all_gather(p_stage * prof.grad_bytes, dp, bw, alpha) + comm::all_gather(p_stage * 2.0, dp, bw, alpha)
         }
     } else {
         0.0

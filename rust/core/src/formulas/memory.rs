@@ -3,8 +3,9 @@
 //! # Source
 //! Model states: Rajbhandari et al. 2020 (ZeRO), §3: 2 bytes of 16-bit weights, 12 bytes of Adam
 //! state (fp32 master, momentum, variance) per parameter, sharded over DP by stage 1, gradients
-//! by stage 2, weights by stage 3. Gradients are kept in fp32 (Megatron-LM's `main_grad`,
-//! `--accumulate-allreduce-grads-in-fp32`; DeepSpeed's fp32 gradient accumulation), 4 bytes.
+//! by stage 2, weights by stage 3. Gradient bytes depend on the framework (the profile says):
+//! Megatron-LM keeps an fp32 `main_grad` (4 B); DeepSpeed ZeRO-1/2 keeps 16-bit gradients (2 B)
+//! plus an fp32 partition of them over DP (4 B / dp).
 //! Activations: Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer
 //! Models", §4 (eq. 1-5 and Table 2), generalized to GQA, SwiGLU and MoE by counting the same
 //! stored tensors. In-flight micro batches: 1F1B holds `pp - stage` of them, interleaving
@@ -17,8 +18,6 @@ use crate::spec::{Activation, Model, Precision, Recompute, Strategy};
 pub const ADAM_MIXED_BYTES: f64 = 12.0;
 /// Adam state per parameter in pure fp32 training: momentum and variance (weights are the master).
 pub const ADAM_FP32_BYTES: f64 = 8.0;
-/// fp32 gradient accumulation buffer per parameter.
-pub const GRAD_BYTES: f64 = 4.0;
 /// Bytes per logit element on the last stage: the 16-bit logits, their fp32 copy for the
 /// cross entropy and its fp32 gradient (Megatron-LM `vocab_parallel_cross_entropy`).
 pub const LOGIT_BYTES: f64 = 10.0;
@@ -41,8 +40,10 @@ impl Parts {
     }
 }
 
-/// Bytes of weights, gradients and optimizer state for `p` parameters on one rank.
-pub fn model_states(p: f64, s: &Strategy) -> (f64, f64, f64) {
+/// Bytes of weights, gradients and optimizer state for `p` parameters on one rank, with
+/// `grad_bytes` per parameter of full-size gradient buffer and `grad_shard_bytes` of fp32
+/// gradient partition (over DP) kept by the optimizer.
+pub fn model_states(p: f64, s: &Strategy, grad_bytes: f64, grad_shard_bytes: f64) -> (f64, f64, f64) {
     let dp = s.dp as f64;
     let w_bytes = match s.precision {
         Precision::Fp32 => 4.0,
@@ -52,7 +53,8 @@ pub fn model_states(p: f64, s: &Strategy) -> (f64, f64, f64) {
     };
     let opt_bytes = if s.precision == Precision::Fp32 { ADAM_FP32_BYTES } else { ADAM_MIXED_BYTES };
     let weights = p * w_bytes / if s.zero_stage >= 3 { dp } else { 1.0 };
-    let grads = p * GRAD_BYTES / if s.zero_stage >= 2 { dp } else { 1.0 };
+    let shard_bytes = if s.zero_stage >= 1 { grad_shard_bytes / dp } else { 0.0 };
+    let grads = p * grad_bytes / if s.zero_stage >= 2 { dp } else { 1.0 } + p * shard_bytes;
     let opt = p * opt_bytes / if s.zero_stage >= 1 { dp } else { 1.0 };
     (weights, grads, opt)
 }
@@ -104,9 +106,9 @@ pub fn in_flight(pp: u32, stage: u32, micro: u32, vpp: u32) -> f64 {
 ///
 /// Per in-flight micro batch a stage also keeps its received input and its output for the
 /// point-to-point exchange (two `sbh` tensors).
-pub fn stage(m: &Model, s: &Strategy, stage: u32, micro: u32) -> Parts {
+pub fn stage(m: &Model, s: &Strategy, stage: u32, micro: u32, grad_bytes: f64, grad_shard_bytes: f64) -> Parts {
     let p = params::stage_rank(m, s.tp, s.ep, s.pp, stage);
-    let (weights, gradients, optimizer) = model_states(p, s);
+    let (weights, gradients, optimizer) = model_states(p, s, grad_bytes, grad_shard_bytes);
     let layers = params::stage_layers(m.layers, s.pp, stage) as f64;
     let (per_layer, working) = layer_activations(m, s);
     let sbh = m.seq_len as f64 / s.cp as f64 * s.mbs as f64 * m.hidden as f64 * s.precision.compute_bytes()
@@ -152,7 +154,7 @@ mod tests {
     fn zero_stages_shrink_model_states() {
         let s0 = Strategy { zero_stage: 0, ..strategy(8, 1, 1, 1, 8) };
         let total = |z: u8| {
-            let (w, g, o) = model_states(1e9, &Strategy { zero_stage: z, ..s0 });
+            let (w, g, o) = model_states(1e9, &Strategy { zero_stage: z, ..s0 }, 4.0, 0.0);
             w + g + o
         };
         assert!(total(3) < total(2) && total(2) < total(1) && total(1) < total(0));
