@@ -13,6 +13,7 @@ object for :func:`check`).
 from __future__ import annotations
 
 from toposcan.api import enumerate, evaluate
+from toposcan.check import CheckReport, check
 from toposcan.catalog import gpus, models, profiles
 from toposcan.errors import InputError, ParseError, ToposcanError, UnsupportedError
 from toposcan.rules import REJECTS, WARNINGS, explain_warnings
@@ -20,6 +21,7 @@ from toposcan.rules import REJECTS, WARNINGS, explain_warnings
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckReport",
     "InputError",
     "ParseError",
     "REJECTS",
@@ -27,6 +29,7 @@ __all__ = [
     "UnsupportedError",
     "WARNINGS",
     "__version__",
+    "check",
     "enumerate",
     "evaluate",
     "explain_warnings",

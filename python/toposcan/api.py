@@ -67,7 +67,7 @@ def _inputs(model: str | None, gpu: str, nodes: Any, gpus_per_node: Any, profile
             fields: dict[str, Any]) -> tuple[dict, str, dict, dict, dict]:
     model_d, label = spec.model_dict(model, fields)
     cluster_d = spec.cluster_dict(gpu, nodes, gpus_per_node)
-    prof_d, prof_entry = spec.profile_dict(profile)
+    prof_d, prof_entry = spec.profile_dict(profile, gpu)
     return model_d, label, cluster_d, prof_d, prof_entry
 
 
@@ -88,6 +88,9 @@ def evaluate(
     tied_embeddings: bool | None = None,
     experts: int | None = None,
     topk: int | None = None,
+    position: str | None = None,
+    norm: str | None = None,
+    bias: bool | None = None,
     dp: int | None = None,
     tp: int = 1,
     pp: int = 1,
@@ -125,7 +128,7 @@ def evaluate(
     """
     fields = dict(layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads, ffn_hidden=ffn_hidden,
                   activation=activation, vocab=vocab, seq_len=seq_len, tied_embeddings=tied_embeddings,
-                  experts=experts, topk=topk)
+                  experts=experts, topk=topk, position=position, norm=norm, bias=bias)
     model_d, label, cluster_d, prof_d, prof_entry = _inputs(model, gpu, nodes, gpus_per_node, profile, fields)
     gpus = cluster_d["nodes"] * cluster_d["gpus_per_node"]
     strat = _strategy(dict(dp=dp, tp=tp, pp=pp, vpp=vpp, cp=cp, ep=ep, mbs=mbs, gbs=gbs, zero_stage=zero_stage,
@@ -199,6 +202,9 @@ def enumerate(
     tied_embeddings: bool | None = None,
     experts: int | None = None,
     topk: int | None = None,
+    position: str | None = None,
+    norm: str | None = None,
+    bias: bool | None = None,
     params: float | None = None,
     tolerance: float | str = 0.05,
     tp: IntOrList | None = None,
@@ -248,7 +254,7 @@ def enumerate(
     (3, True)
     """
     fields = dict(kv_heads=kv_heads, ffn_hidden=ffn_hidden, activation=activation, vocab=vocab, seq_len=seq_len,
-                  tied_embeddings=tied_embeddings, experts=experts, topk=topk)
+                  tied_embeddings=tied_embeddings, experts=experts, topk=topk, position=position, norm=norm, bias=bias)
     scalar_shape = {k: v for k, v in (("layers", layers), ("hidden", hidden), ("heads", heads))
                     if v is not None and isinstance(v, int) and not isinstance(v, bool)}
     model_d, label, cluster_d, prof_d, prof_entry = _inputs(model, gpu, nodes, gpus_per_node, profile,
@@ -327,7 +333,7 @@ def enumerate(
         pass
     stats = dict(stats)
     stats["model"] = label
-    stats["profile"] = profile or spec.DEFAULT_PROFILE
+    stats["profile"] = profile or spec.default_profile(gpu)
     if stats.get("interrupted"):
         sys.stderr.write("interrupted: returning the candidates scored so far (partial)\n")
     return (df, stats) if with_stats else df

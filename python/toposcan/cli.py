@@ -248,6 +248,37 @@ def profiles_cmd(fmt: Annotated[str, Opt("--format", "-f", help="table, csv, jso
     render.write(df, fmt, None, columns=cols if fmt in ("table", "markdown") else None)
 
 
+@app.command("check")
+def check_cmd(
+    file: Annotated[Optional[str], typer.Argument(help="Launch script, DeepSpeed JSON or llm-foundry YAML.")] = None,
+    args: Annotated[StrOpt, Opt("--args", help="A plain Megatron argument list instead of a file.")] = None,
+    nodes: Annotated[StrOpt, Opt("--nodes", "-n", help="Nodes (default: from the file).")] = None,
+    gpu: Annotated[StrOpt, Opt("--gpu", "-g", help="Catalog GPU (default: from the file).")] = None,
+    gpus_per_node: GpnOpt = None,
+    model: Annotated[StrOpt, Opt("--model", "-m", help="Catalog model for fields the file leaves out.")] = None,
+    profile: Annotated[StrOpt, Opt(help="Efficiency profile.")] = None,
+    strict: Annotated[bool, Opt("--strict", help="Exit 3 when a warning fires.")] = False,
+    max_slowdown: Annotated[str, Opt(help="Warn when the best topology is this much faster (fraction).")] = "0.1",
+    tokens: Annotated[StrOpt, Opt(help="Training tokens for the time-to-train line.")] = None,
+    fmt: Annotated[str, Opt("--format", "-f", help="text or json.")] = "text",
+) -> None:
+    """Pre-launch gate: exit 0 pass, 1 fail (OOM, broken rule), 2 usage/parse error, 3 warning with --strict."""
+    from toposcan.errors import InputError as _InputError
+
+    if fmt not in ("text", "json"):
+        raise _InputError(f"`format` must be one of {{text, json}}, got `{fmt}`", code="invalid_value")
+    try:
+        report = toposcan.check(file, args=args, nodes=nodes, gpu=gpu, gpus_per_node=gpus_per_node, model=model,
+                                profile=profile, max_slowdown=max_slowdown, train_tokens=tokens)
+    except ToposcanError as e:
+        sys.stderr.write(f"error: {e.message}\n")
+        if e.hint:
+            sys.stderr.write(f"\nhint: {e.hint}\n")
+        raise typer.Exit(2) from None
+    sys.stdout.write((report.to_json() if fmt == "json" else str(report)) + "\n")
+    raise typer.Exit(report.exit_code(strict))
+
+
 @app.command("validate")
 def validate_cmd(
     table: Annotated[StrOpt, Opt("--table", "-t", help="seed001, seed001-all, seed001-mem, seed002, seed002-<table>, accounting.")] = None,
@@ -280,8 +311,8 @@ def validate_cmd(
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `topo`: runs the app and turns every error into one line and an exit code."""
     try:
-        app(args=argv, standalone_mode=False)
-        return 0
+        rc = app(args=argv, standalone_mode=False)
+        return rc if isinstance(rc, int) else 0
     except ToposcanError as e:
         sys.stderr.write(f"error: {e.message}\n")
         if e.hint:

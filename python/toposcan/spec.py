@@ -17,7 +17,7 @@ from toposcan.errors import InputError
 
 #: Model used when none is given: BLOOM-176B, the model of seeds/001's 48-node A100 study.
 DEFAULT_MODEL = "bloom-176b"
-#: Profile used when none is given (fitted to seeds/001, Megatron-DeepSpeed on A100).
+#: Profile used when none is given and the GPU has no ``default_for`` entry.
 DEFAULT_PROFILE = "megatron-deepspeed-a100"
 #: Global batch when none is given (seeds/001's 2048 samples).
 DEFAULT_GBS = 2048
@@ -27,7 +27,7 @@ RECOMPUTE = ("none", "selective", "full")
 PRECISIONS = ("fp32", "fp16", "bf16", "fp8")
 ACTIVATIONS = ("gelu", "swiglu")
 MODEL_FIELDS = ("layers", "hidden", "heads", "kv_heads", "ffn_hidden", "activation", "vocab", "seq_len",
-                "tied_embeddings", "experts", "topk")
+                "tied_embeddings", "experts", "topk", "position", "norm", "bias")
 GIB = 1024**3
 
 
@@ -185,6 +185,16 @@ def model_dict(model: str | None, fields: dict[str, Any]) -> tuple[dict[str, Any
             m[k] = positive_int(k, given[k], maximum=mx)
     if "activation" in given:
         m["activation"] = choice("activation", given["activation"], ACTIVATIONS)
+    if "position" in given:
+        m["position"] = choice("position", given["position"], ("learned", "rope", "alibi"))
+        if m["position"] != "learned":
+            m["position_rows"] = 0
+        elif not m["position_rows"]:
+            m["position_rows"] = m["seq_len"]
+    if "norm" in given:
+        m["norm"] = choice("norm", given["norm"], ("layernorm", "rmsnorm"))
+    if "bias" in given:
+        m["bias"] = boolean("bias", given["bias"])
     if "tied_embeddings" in given:
         m["tied_embeddings"] = boolean("tied_embeddings", given["tied_embeddings"])
     if "experts" in given:
@@ -222,9 +232,17 @@ def model_dict(model: str | None, fields: dict[str, Any]) -> tuple[dict[str, Any
     return core, label
 
 
-def profile_dict(name: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+def default_profile(gpu: str | None) -> str:
+    """The profile used for ``gpu`` when none is named (``default_for`` in profiles.toml)."""
+    for name in catalog.profile_names():
+        if gpu in catalog.profile_spec(name).get("default_for", []):
+            return name
+    return DEFAULT_PROFILE
+
+
+def profile_dict(name: str | None, gpu: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The core's profile dict and the catalog entry (for framework defaults)."""
-    p = catalog.profile_spec(name or DEFAULT_PROFILE)
+    p = catalog.profile_spec(name or default_profile(gpu))
     core = {k: float(p[k]) for k in ("gemm_efficiency", "attention_efficiency", "memory_efficiency", "intra_link_efficiency",
                                      "inter_link_efficiency", "layer_overhead_s", "dp_overlap", "step_overhead_s",
                                      "fragmentation", "grad_bytes", "grad_shard_bytes")}

@@ -82,6 +82,9 @@ pub struct LayerCost {
     /// Useful FLOPs over peak time of a dense layer's forward GEMMs (quantization efficiency).
     pub gemm_efficiency: f64,
     pub warnings: u32,
+    /// Whole-model parameters (checkpoint vocabulary) and those a token uses.
+    pub params_total: f64,
+    pub params_active: f64,
 }
 
 fn gemm_bwd(g: Gemm, gpu: &Gpu, p: Precision) -> f64 {
@@ -90,6 +93,46 @@ fn gemm_bwd(g: Gemm, gpu: &Gpu, p: Precision) -> f64 {
 }
 
 impl LayerCost {
+    /// The cost for `s` (its micro batch, slicing, sequence parallelism and recompute).
+    pub fn new(m: &Model, c: &Cluster, s: &Strategy) -> Self {
+        LayerBase::new(m, c, s).cost(s.sequence_parallel, s.recompute)
+    }
+}
+
+/// The expensive part of a [`LayerCost`] (every GEMM timed with quantization), shared by the
+/// sequence-parallel and recompute variants of one (model, tp, cp, ep, micro batch).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerBase {
+    proj_fwd: f64,
+    proj_bwd: f64,
+    core_fwd: f64,
+    core_bwd: f64,
+    softmax_mem: f64,
+    dense_mlp: (f64, f64),
+    moe_mlp: (f64, f64),
+    /// Elements moved by norms, residuals and dropouts (divided by tp under sequence parallelism).
+    sp_elems: f64,
+    /// Elements moved by rotary embeddings, and by the dense and MoE MLP activations.
+    rope_elems: f64,
+    dense_elems: f64,
+    moe_elems: f64,
+    seconds_per_elem: f64,
+    tp: f64,
+    tp_fwd: f64,
+    cp_fwd: f64,
+    ep_fwd: f64,
+    is_moe: bool,
+    comm_intra: bool,
+    embedding: Work,
+    head: Work,
+    p2p_bytes: f64,
+    gemm_efficiency: f64,
+    warnings: u32,
+    params_total: f64,
+    params_active: f64,
+}
+
+impl LayerBase {
     pub fn new(m: &Model, c: &Cluster, s: &Strategy) -> Self {
         let gpu = &c.gpu;
         let p = s.precision;
@@ -182,15 +225,10 @@ impl LayerCost {
         // Memory-bound kernels per layer forward (elements moved): two norms (read+write), two
         // residual adds (2 reads, 1 write), two dropouts (read, write, mask), bias+activation on
         // the MLP, rotary embedding on Q and K. Backward moves about twice as much.
-        let sp_div = if s.sequence_parallel { t as f64 } else { 1.0 };
         let th = (tokens * h) as f64;
         let mlp_width = |width: u64| (tokens * (up_mult + 1) * width / t) as f64;
-        let rope = if m.position == Position::Rope { 2.0 * (tokens * (q + kv) / t) as f64 } else { 0.0 };
-        let common_elems = 4.0 * th / sp_div + 6.0 * th / sp_div + 5.0 * th / sp_div + rope;
-        let dense_elems = common_elems + mlp_width(f);
+        let rope_elems = if m.position == Position::Rope { 2.0 * (tokens * (q + kv) / t) as f64 } else { 0.0 };
         let moe_width = (m.topk + m.shared_experts) as u64 * m.moe_ffn_hidden as u64;
-        let moe_elems = common_elems + mlp_width(moe_width) + 2.0 * th * m.topk.max(1) as f64;
-        let mem_of = |elems: f64| elems * bytes / gpu.memory_bw;
 
         // Tensor-parallel traffic: two all-reduces per layer forward (or two all-gathers and two
         // reduce-scatters with sequence parallelism: the same bytes), two in backward.
@@ -208,19 +246,6 @@ impl LayerCost {
             0.0
         };
 
-        let layer = |mlp: &[Gemm], elems: f64, extra_comm: f64| {
-            let f_work = Work { gemm: fwd(&proj) + fwd(mlp), attn: core_fwd, mem: mem_of(elems) + softmax_mem, comm: tp_fwd + cp_fwd + extra_comm };
-            let b_work = Work { gemm: bwd(&proj) + bwd(mlp), attn: core_bwd, mem: 2.0 * (mem_of(elems) + softmax_mem), comm: tp_fwd + 2.0 * cp_fwd + extra_comm };
-            let re = match s.recompute {
-                Recompute::None => Work::default(),
-                Recompute::Selective => Work { gemm: 0.0, attn: core_fwd, mem: softmax_mem, comm: 0.0 },
-                Recompute::Full => f_work,
-            };
-            f_work.add(b_work).add(re)
-        };
-        let dense = layer(&dense_mlp, dense_elems, 0.0);
-        let moe = if m.is_moe() { layer(&moe_mlp, moe_elems, ep_fwd) } else { dense };
-
         // Embedding lookup and its gradient scatter; LM head GEMMs and the fp32 cross entropy
         // (about 16 bytes per logit: read 16-bit logits, write and read fp32 copies, gradient).
         let vp = params::padded_vocab(m.vocab, s.tp) as u64;
@@ -233,8 +258,67 @@ impl LayerCost {
             mem: 16.0 * logits / gpu.memory_bw + 6.0 * th * bytes / gpu.memory_bw,
             comm: comm::all_reduce(th * bytes, t, bw, alpha),
         };
-        let p2p_bytes = th * bytes;
-        LayerCost { dense, moe, comm_intra, embedding, head, p2p_bytes, gemm_efficiency, warnings }
+        LayerBase {
+            proj_fwd: fwd(&proj),
+            proj_bwd: bwd(&proj),
+            core_fwd,
+            core_bwd,
+            softmax_mem,
+            dense_mlp: (fwd(&dense_mlp), bwd(&dense_mlp)),
+            moe_mlp: if m.is_moe() { (fwd(&moe_mlp), bwd(&moe_mlp)) } else { (0.0, 0.0) },
+            // Memory-bound kernels per layer forward (elements moved): two norms (read+write), two
+            // residual adds (2 reads, 1 write), two dropouts (read, write, mask): 15 x tokens x h.
+            sp_elems: 15.0 * th,
+            rope_elems,
+            dense_elems: mlp_width(f),
+            moe_elems: mlp_width(moe_width) + 2.0 * th * m.topk.max(1) as f64,
+            seconds_per_elem: bytes / gpu.memory_bw,
+            tp: t as f64,
+            tp_fwd,
+            cp_fwd,
+            ep_fwd,
+            is_moe: m.is_moe(),
+            comm_intra,
+            embedding,
+            head,
+            p2p_bytes: th * bytes,
+            gemm_efficiency,
+            warnings,
+            params_total: params::total(m) as f64,
+            params_active: params::active(m) as f64,
+        }
+    }
+
+    /// Adds sequence parallelism and recompute: forward, backward (about twice the forward's
+    /// memory traffic) and the recomputed forward (full) or attention core (selective).
+    pub fn cost(&self, sequence_parallel: bool, recompute: Recompute) -> LayerCost {
+        let sp_div = if sequence_parallel { self.tp } else { 1.0 };
+        let common = self.sp_elems / sp_div + self.rope_elems;
+        let layer = |mlp: (f64, f64), elems: f64, extra_comm: f64| {
+            let mem = elems * self.seconds_per_elem + self.softmax_mem;
+            let f_work = Work { gemm: self.proj_fwd + mlp.0, attn: self.core_fwd, mem, comm: self.tp_fwd + self.cp_fwd + extra_comm };
+            let b_work = Work { gemm: self.proj_bwd + mlp.1, attn: self.core_bwd, mem: 2.0 * mem, comm: self.tp_fwd + 2.0 * self.cp_fwd + extra_comm };
+            let re = match recompute {
+                Recompute::None => Work::default(),
+                Recompute::Selective => Work { gemm: 0.0, attn: self.core_fwd, mem: self.softmax_mem, comm: 0.0 },
+                Recompute::Full => f_work,
+            };
+            f_work.add(b_work).add(re)
+        };
+        let dense = layer(self.dense_mlp, common + self.dense_elems, 0.0);
+        let moe = if self.is_moe { layer(self.moe_mlp, common + self.moe_elems, self.ep_fwd) } else { dense };
+        LayerCost {
+            dense,
+            moe,
+            comm_intra: self.comm_intra,
+            embedding: self.embedding,
+            head: self.head,
+            p2p_bytes: self.p2p_bytes,
+            gemm_efficiency: self.gemm_efficiency,
+            warnings: self.warnings,
+            params_total: self.params_total,
+            params_active: self.params_active,
+        }
     }
 }
 
@@ -272,8 +356,13 @@ pub struct Score {
 
 /// Memory of stage `stage` with the profile's fixed overhead and fragmentation, bytes.
 pub fn stage_memory(m: &Model, s: &Strategy, prof: &Profile, stage: u32) -> memory::Parts {
+    let p = params::stage_rank(m, s.tp, s.ep, s.pp, stage);
+    stage_memory_with(m, s, prof, stage, p, memory::layer_activations(m, s))
+}
+
+fn stage_memory_with(m: &Model, s: &Strategy, prof: &Profile, stage: u32, p: f64, acts: (f64, f64)) -> memory::Parts {
     let micro = s.grad_accum().max(1);
-    let mut parts = memory::stage(m, s, stage, micro, prof.grad_bytes, prof.grad_shard_bytes);
+    let mut parts = memory::stage_with(m, s, stage, micro, p, acts, prof.grad_bytes, prof.grad_shard_bytes);
     parts.overhead = prof.memory_overhead_bytes + prof.fragmentation * (parts.activations + parts.logits);
     parts
 }
@@ -302,14 +391,25 @@ pub struct MemPeak {
     pub mem: memory::Parts,
     pub mem_stage: u32,
     pub fits: bool,
+    /// Parameters per rank on the first and the last stage.
+    pub p_first: f64,
+    pub p_last: f64,
 }
 
 pub fn memory_peak(m: &Model, c: &Cluster, s: &Strategy, prof: &Profile, opt: &Options) -> MemPeak {
-    let first = stage_memory(m, s, prof, 0);
-    let last = if s.pp > 1 { stage_memory(m, s, prof, s.pp - 1) } else { first };
+    memory_peak_with(&params::LayerCounts::new(m), m, c, s, prof, opt)
+}
+
+/// [`memory_peak`] with the model's per-layer parameter counts computed once (enumeration).
+pub fn memory_peak_with(counts: &params::LayerCounts, m: &Model, c: &Cluster, s: &Strategy, prof: &Profile, opt: &Options) -> MemPeak {
+    let p_first = params::stage_rank_with(counts, m, s.tp, s.ep, s.pp, 0);
+    let p_last = if s.pp > 1 { params::stage_rank_with(counts, m, s.tp, s.ep, s.pp, s.pp - 1) } else { p_first };
+    let acts = memory::layer_activations(m, s);
+    let first = stage_memory_with(m, s, prof, 0, p_first, acts);
+    let last = if s.pp > 1 { stage_memory_with(m, s, prof, s.pp - 1, p_last, acts) } else { first };
     let (mem, mem_stage) = if last.total() > first.total() { (last, s.pp - 1) } else { (first, 0) };
     let fits = mem.total() <= c.gpu.memory_bytes * (1.0 - opt.headroom);
-    MemPeak { first, last, mem, mem_stage, fits }
+    MemPeak { first, last, mem, mem_stage, fits, p_first, p_last }
 }
 
 /// Adds the pipeline, data parallelism, ZeRO and the profile's constants to a [`LayerCost`];
@@ -362,7 +462,7 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
         if !m.is_moe() {
             return (n, 0);
         }
-        let first = if stage == 0 { 0 } else { stage * (m.layers / pp) + stage.min(m.layers % pp) };
+        let first = params::first_layer(m.layers, pp, stage);
         let d = m.dense_layers.saturating_sub(first).min(n);
         (d, n - d)
     };
@@ -397,9 +497,7 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
 
     // Data-parallel gradient reduction of the largest stage (fp32 gradients; ZeRO-1/2 as a
     // reduce-scatter plus an all-gather of the 16-bit weights), partly hidden behind backward.
-    let p_first = params::stage_rank(m, s.tp, s.ep, pp, 0);
-    let p_last = params::stage_rank(m, s.tp, s.ep, pp, pp - 1);
-    let p_stage = p_first.max(p_last);
+    let p_stage = mem.p_first.max(mem.p_last);
     let dp_comm_s = if s.dp > 1 && s.zero_stage < 3 {
         let (bw, alpha) = group_link(c, s.dp as u64, dp_stride, prof);
         let dp = s.dp as u64;
@@ -420,15 +518,15 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
     let gpus = s.gpus() as f64;
     let vp = params::padded_vocab(m.vocab, s.tp);
     let f_meg = flops::megatron(m, gbs, s.recompute, vp);
-    let f_model = flops::model(m, gbs);
-    let f_hw = flops::hardware(m, gbs, s.recompute);
-    let f_6n = flops::six_n(m, gbs);
+    let f_model = flops::model(m, gbs, lc.params_active);
+    let f_hw = flops::hardware(m, gbs, s.recompute, lc.params_active);
+    let f_6n = flops::six_n(m, gbs, lc.params_active);
     let peak = gpu.peak(s.precision);
     let denom = step_time_s * gpus;
     let tokens_per_step = gbs as f64 * m.seq_len as f64;
     let tokens_per_s = tokens_per_step / step_time_s;
 
-    let MemPeak { first, last, mem, mem_stage, fits } = mem;
+    let MemPeak { first, last, mem, mem_stage, fits, .. } = mem;
     let mem_gb = mem.total() / GIB;
 
     let mut warnings = lc.warnings;
@@ -441,8 +539,8 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
 
     Score {
         grad_accum: s.grad_accum(),
-        params: params::total(m) as f64,
-        params_active: params::active(m) as f64,
+        params: lc.params_total,
+        params_active: lc.params_active,
         step_time_s,
         pipeline_s,
         bubble_fraction,

@@ -15,7 +15,7 @@ use crate::formulas::params;
 use crate::profile::Profile;
 use crate::reduce::{Acc, Reducer};
 use crate::rules::{self, Reject};
-use crate::score::{assemble, memory_peak, LayerCost, Options};
+use crate::score::{assemble, memory_peak_with, LayerBase, LayerCost, Options};
 use crate::spec::{Cluster, Model, Precision, Recompute, Strategy};
 use rayon::prelude::*;
 use std::time::Instant;
@@ -162,6 +162,21 @@ struct BlockOut {
     pruned: Vec<u64>,
 }
 
+impl BlockOut {
+    fn new(reducer: &Reducer) -> Self {
+        BlockOut { acc: reducer.empty(), scored: 0, pruned: vec![0; Reject::ALL.len()] }
+    }
+
+    /// Merges the result of later blocks.
+    fn absorb(&mut self, o: BlockOut) {
+        self.acc.merge(o.acc);
+        self.scored += o.scored;
+        for (t, x) in self.pruned.iter_mut().zip(o.pruned) {
+            *t += x;
+        }
+    }
+}
+
 /// Enumerates, scores and reduces the space. `progress(visited, total)` is called between
 /// chunks; returning `false` stops early and the result is marked partial.
 pub fn enumerate(space: &Space, reducer: &Reducer, progress: &mut dyn FnMut(u64, u64) -> bool) -> Result<(Vec<Row>, Stats)> {
@@ -178,13 +193,21 @@ pub fn enumerate(space: &Space, reducer: &Reducer, progress: &mut dyn FnMut(u64,
     let mut b0 = 0u64;
     while b0 < n_blocks {
         let b1 = (b0 + chunk).min(n_blocks);
-        let outs: Vec<BlockOut> = (b0..b1).into_par_iter().map(|b| run_block(space, reducer, b, per_block)).collect();
-        for o in outs {
-            acc.merge(o.acc);
-            stats.scored += o.scored;
-            for (t, x) in stats.pruned.iter_mut().zip(o.pruned) {
-                *t += x;
-            }
+        // Each rayon split folds its blocks into one accumulator; splits merge in block order.
+        let out = (b0..b1)
+            .into_par_iter()
+            .fold(|| BlockOut::new(reducer), |mut o, b| {
+                run_block(space, b, per_block, &mut o);
+                o
+            })
+            .reduce(|| BlockOut::new(reducer), |mut a, b| {
+                a.absorb(b);
+                a
+            });
+        acc.merge(out.acc);
+        stats.scored += out.scored;
+        for (t, x) in stats.pruned.iter_mut().zip(out.pruned) {
+            *t += x;
         }
         stats.visited = b1 * per_block;
         b0 = b1;
@@ -198,8 +221,7 @@ pub fn enumerate(space: &Space, reducer: &Reducer, progress: &mut dyn FnMut(u64,
     Ok((acc.finish(), stats))
 }
 
-fn run_block(space: &Space, reducer: &Reducer, block: u64, per_block: u64) -> BlockOut {
-    let mut out = BlockOut { acc: reducer.empty(), scored: 0, pruned: vec![0; Reject::ALL.len()] };
+fn run_block(space: &Space, block: u64, per_block: u64, out: &mut BlockOut) {
     let d = space.dims();
     let ti = (block % d[3]) as usize;
     let shape_i = block / d[3];
@@ -207,26 +229,28 @@ fn run_block(space: &Space, reducer: &Reducer, block: u64, per_block: u64) -> Bl
     let li = ((shape_i / d[2]) % d[1]) as usize;
     let hi = (shape_i / (d[2] * d[1])) as usize;
     let prune_all = |out: &mut BlockOut, r: Reject, n: u64| out.pruned[r as usize] += n;
+    let out = &mut *out;
 
     let m = match space.shape(space.hidden[hi], space.layers[li], space.heads[ai]) {
         Ok(m) => m,
         Err(r) => {
-            prune_all(&mut out, r, per_block);
-            return out;
+            prune_all(out, r, per_block);
+            return;
         }
     };
     if m.validate().is_err() {
-        prune_all(&mut out, Reject::HiddenNotDivisibleByHeads, per_block);
-        return out;
+        prune_all(out, Reject::HiddenNotDivisibleByHeads, per_block);
+        return;
     }
     if let Some((lo, hi_p)) = space.params_range {
         let p = params::total(&m) as f64;
         if p < lo || p > hi_p {
-            prune_all(&mut out, Reject::ParamsOutOfBudget, per_block);
-            return out;
+            prune_all(out, Reject::ParamsOutOfBudget, per_block);
+            return;
         }
     }
     let c = &space.cluster;
+    let counts = params::LayerCounts::new(&m);
     let gpus = c.gpus();
     let tp = space.tp[ti];
     // Block-level rules, in the precedence of `rules::check_strategy`.
@@ -245,8 +269,8 @@ fn run_block(space: &Space, reducer: &Reducer, block: u64, per_block: u64) -> Bl
     };
     if let Some(r) = tp_reject {
         if !space.keep_infeasible {
-            prune_all(&mut out, r, per_block);
-            return out;
+            prune_all(out, r, per_block);
+            return;
         }
     }
     let inner_after_cp: u64 = d[5..].iter().product();
@@ -254,12 +278,13 @@ fn run_block(space: &Space, reducer: &Reducer, block: u64, per_block: u64) -> Bl
     let mut index = block * per_block;
     for &cp in &space.cp {
         if gpus % (tp as u64 * cp as u64) != 0 && !space.keep_infeasible {
-            prune_all(&mut out, Reject::GpusMismatch, inner_after_cp);
+            prune_all(out, Reject::GpusMismatch, inner_after_cp);
             index += inner_after_cp;
             continue;
         }
         for &ep in &space.ep {
             for &mbs in &space.mbs {
+                let mut base: Option<LayerBase> = None;
                 for &sp in &space.sequence_parallel {
                     for &rc in &space.recompute {
                         let proto = Strategy {
@@ -283,31 +308,37 @@ fn run_block(space: &Space, reducer: &Reducer, block: u64, per_block: u64) -> Bl
                             let denom = tp as u64 * cp as u64 * pp as u64;
                             if !space.keep_infeasible && (gpus % denom != 0 || m.layers < pp) {
                                 let r = if gpus % denom != 0 { Reject::GpusMismatch } else { Reject::TooFewLayersForPp };
-                                prune_all(&mut out, r, inner_after_pp);
+                                prune_all(out, r, inner_after_pp);
                                 index += inner_after_pp;
                                 continue;
                             }
                             let dp = (gpus / denom).max(1) as u32;
                             for &vpp in &space.vpp {
                                 for &gbs in &space.gbs {
+                                    // No rule depends on the ZeRO stage: check once for all of them.
+                                    let s0 = Strategy { dp, pp, vpp, gbs, ..proto };
+                                    if let Some(r) = rules::check_strategy(&m, &s0, c, space.options.allow_cross_node_tp) {
+                                        if !space.keep_infeasible {
+                                            let nz = space.zero_stage.len() as u64;
+                                            out.pruned[r as usize] += nz;
+                                            index += nz;
+                                            continue;
+                                        }
+                                    }
                                     for &z in &space.zero_stage {
-                                        let s = Strategy { dp, pp, vpp, gbs, zero_stage: z, ..proto };
+                                        let s = Strategy { zero_stage: z, ..s0 };
                                         let idx = index;
                                         index += 1;
-                                        let reject = rules::check_strategy(&m, &s, c, space.options.allow_cross_node_tp);
-                                        if let Some(r) = reject {
-                                            if !space.keep_infeasible {
-                                                out.pruned[r as usize] += 1;
-                                                continue;
-                                            }
-                                        }
                                         let safe = Strategy { pp: pp.min(m.layers), tp: tp.min(m.heads), ..s };
-                                        let mem = memory_peak(&m, c, &safe, &space.profile, &space.options);
+                                        let mem = memory_peak_with(&counts, &m, c, &safe, &space.profile, &space.options);
                                         if !mem.fits && !space.keep_infeasible {
                                             out.pruned[Reject::Oom as usize] += 1;
                                             continue;
                                         }
-                                        let lc = lc.get_or_insert_with(|| LayerCost::new(&m, c, &Strategy { tp: tp.min(m.heads), ..proto }));
+                                        let lc = lc.get_or_insert_with(|| {
+                                            let b = base.get_or_insert_with(|| LayerBase::new(&m, c, &Strategy { tp: tp.min(m.heads), ..proto }));
+                                            b.cost(sp, rc)
+                                        });
                                         let score = assemble(lc, &m, c, &safe, &space.profile, &space.options, mem);
                                         out.scored += 1;
                                         let row = Row { index: idx, nodes: c.nodes, gpus_per_node: c.gpus_per_node, model: m, strategy: s, score };
@@ -323,7 +354,6 @@ fn run_block(space: &Space, reducer: &Reducer, block: u64, per_block: u64) -> Bl
             }
         }
     }
-    out
 }
 
 #[cfg(test)]

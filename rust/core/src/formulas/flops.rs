@@ -1,6 +1,5 @@
 //! FLOPs per iteration in the conventions people report, each under its own name.
 
-use crate::formulas::params;
 use crate::spec::{Model, Recompute};
 
 /// Megatron-DeepSpeed (BigScience) FLOPs per iteration, the numerator of the TFLOPs that
@@ -29,30 +28,29 @@ pub fn attention_per_seq(m: &Model) -> f64 {
 }
 
 /// Model FLOPs per iteration (the MFU numerator of seeds/002): `B * (6 N s + 3 * attn)`,
-/// N the parameters a token uses (all of them when dense).
-pub fn model(m: &Model, gbs: u64) -> f64 {
-    let n = params::active(m) as f64;
+/// N the parameters a token uses ([`params::active`]; all of them when dense).
+pub fn model(m: &Model, gbs: u64, n: f64) -> f64 {
     gbs as f64 * (6.0 * n * m.seq_len as f64 + 3.0 * attention_per_seq(m))
 }
 
 /// Hardware FLOPs per iteration (the HFU numerator of seeds/002): with activation checkpointing
 /// the forward runs twice, `B * (8 N s + 4 * attn)`; otherwise equal to [`model`].
-pub fn hardware(m: &Model, gbs: u64, recompute: Recompute) -> f64 {
+pub fn hardware(m: &Model, gbs: u64, recompute: Recompute, n: f64) -> f64 {
     if recompute != Recompute::Full {
-        return model(m, gbs);
+        return model(m, gbs, n);
     }
-    let n = params::active(m) as f64;
     gbs as f64 * (8.0 * n * m.seq_len as f64 + 4.0 * attention_per_seq(m))
 }
 
 /// `6 N` per token, no attention term (Kaplan et al. 2020, "C = 6N"); seeds/002's `mfu*`.
-pub fn six_n(m: &Model, gbs: u64) -> f64 {
-    6.0 * params::active(m) as f64 * m.seq_len as f64 * gbs as f64
+pub fn six_n(m: &Model, gbs: u64, n: f64) -> f64 {
+    6.0 * n * m.seq_len as f64 * gbs as f64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formulas::params;
     use crate::spec::fixtures::*;
 
     fn tflops(flops: f64, sec: f64, gpus: f64) -> f64 {
@@ -88,10 +86,11 @@ mod tests {
             ..bloom_176b()
         };
         let seqs_per_s = 37130.0 / 2048.0;
-        let mfu = model(&m, 1) * seqs_per_s / (8.0 * 312e12) * 100.0;
+        let n = params::active(&m) as f64;
+        let mfu = model(&m, 1, n) * seqs_per_s / (8.0 * 312e12) * 100.0;
         assert!((mfu - 64.23).abs() < 0.1, "{mfu}");
         // With checkpointing HFU is 4/3 of MFU (7b SeqLen 4096 row: MFU 54.84, HFU 73.12).
-        let r = hardware(&m, 1, Recompute::Full) / model(&m, 1);
+        let r = hardware(&m, 1, Recompute::Full, n) / model(&m, 1, n);
         assert!((r - 4.0 / 3.0).abs() < 1e-12);
     }
 }

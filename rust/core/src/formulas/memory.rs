@@ -108,9 +108,15 @@ pub fn in_flight(pp: u32, stage: u32, micro: u32, vpp: u32) -> f64 {
 /// point-to-point exchange (two `sbh` tensors).
 pub fn stage(m: &Model, s: &Strategy, stage: u32, micro: u32, grad_bytes: f64, grad_shard_bytes: f64) -> Parts {
     let p = params::stage_rank(m, s.tp, s.ep, s.pp, stage);
+    stage_with(m, s, stage, micro, p, layer_activations(m, s), grad_bytes, grad_shard_bytes)
+}
+
+/// [`stage`] with the stage's parameters per rank `p` and the [`layer_activations`] known.
+#[allow(clippy::too_many_arguments)]
+pub fn stage_with(m: &Model, s: &Strategy, stage: u32, micro: u32, p: f64, acts: (f64, f64), grad_bytes: f64, grad_shard_bytes: f64) -> Parts {
     let (weights, gradients, optimizer) = model_states(p, s, grad_bytes, grad_shard_bytes);
     let layers = params::stage_layers(m.layers, s.pp, stage) as f64;
-    let (per_layer, working) = layer_activations(m, s);
+    let (per_layer, working) = acts;
     let sbh = m.seq_len as f64 / s.cp as f64 * s.mbs as f64 * m.hidden as f64 * s.precision.compute_bytes()
         / if s.sequence_parallel { s.tp as f64 } else { 1.0 };
     let pipe_buffers = if s.pp > 1 { 2.0 * sbh } else { 0.0 };

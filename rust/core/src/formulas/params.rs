@@ -107,6 +107,35 @@ pub fn stage_layers(layers: u32, pp: u32, stage: u32) -> u32 {
     base + u32::from(stage < layers % pp)
 }
 
+/// Index of the first layer of `stage` under [`stage_layers`]' split.
+pub fn first_layer(layers: u32, pp: u32, stage: u32) -> u32 {
+    stage * (layers / pp) + stage.min(layers % pp)
+}
+
+/// Per-layer counts of a model, computed once and reused for every stage and strategy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerCounts {
+    pub norm: f64,
+    pub dense_layer: f64,
+    pub attention: f64,
+    pub expert_mlp: f64,
+    pub router: f64,
+    pub embedding_extras: f64,
+}
+
+impl LayerCounts {
+    pub fn new(m: &Model) -> Self {
+        LayerCounts {
+            norm: norm(m) as f64,
+            dense_layer: dense_layer(m) as f64,
+            attention: attention(m) as f64,
+            expert_mlp: if m.is_moe() { mlp(m, m.moe_ffn_hidden as u64) as f64 } else { 0.0 },
+            router: m.hidden as f64 * m.experts as f64,
+            embedding_extras: embedding_extras(m) as f64,
+        }
+    }
+}
+
 /// Parameters on one tensor-parallel rank of one pipeline stage.
 ///
 /// Matrices (and column-parallel biases) are split over `tp`; norms are replicated. Routed experts
@@ -114,26 +143,29 @@ pub fn stage_layers(layers: u32, pp: u32, stage: u32) -> u32 {
 /// position table; the last holds the final norm and the LM head (a copy of the embedding when
 /// tied and `pp > 1`, as Megatron-LM keeps one for the tied gradient).
 pub fn stage_rank(m: &Model, tp: u32, ep: u32, pp: u32, stage: u32) -> f64 {
+    stage_rank_with(&LayerCounts::new(m), m, tp, ep, pp, stage)
+}
+
+/// [`stage_rank`] with the model's [`LayerCounts`] already computed.
+pub fn stage_rank_with(lc: &LayerCounts, m: &Model, tp: u32, ep: u32, pp: u32, stage: u32) -> f64 {
     let tp_f = tp as f64;
-    let n_norm = norm(m) as f64;
+    let n_norm = lc.norm;
     let layers = stage_layers(m.layers, pp, stage);
     // Which of this stage's layers are dense (the leading `dense_layers` of the model).
-    let first = (0..stage).map(|s| stage_layers(m.layers, pp, s)).sum::<u32>();
-    let dense_here = if m.is_moe() { m.dense_layers.saturating_sub(first).min(layers) } else { layers };
+    let dense_here = if m.is_moe() { m.dense_layers.saturating_sub(first_layer(m.layers, pp, stage)).min(layers) } else { layers };
     let moe_here = layers - dense_here;
-    let dense = (dense_layer(m) as f64 - 2.0 * n_norm) / tp_f + 2.0 * n_norm;
+    let dense = (lc.dense_layer - 2.0 * n_norm) / tp_f + 2.0 * n_norm;
     let mut p = dense_here as f64 * dense;
     if moe_here > 0 {
-        let routed = m.experts as f64 * mlp(m, m.moe_ffn_hidden as u64) as f64;
-        let shared = m.shared_experts as f64 * mlp(m, m.moe_ffn_hidden as u64) as f64;
-        let router = m.hidden as f64 * m.experts as f64;
-        let per = attention(m) as f64 / tp_f + shared / tp_f + routed / (tp_f * ep as f64) + router + 2.0 * n_norm;
+        let routed = m.experts as f64 * lc.expert_mlp;
+        let shared = m.shared_experts as f64 * lc.expert_mlp;
+        let per = lc.attention / tp_f + shared / tp_f + routed / (tp_f * ep as f64) + lc.router + 2.0 * n_norm;
         p += moe_here as f64 * per;
     }
     let vocab = padded_vocab(m.vocab, tp) as f64;
     let emb = vocab * m.hidden as f64 / tp_f;
     if stage == 0 {
-        p += emb + embedding_extras(m) as f64;
+        p += emb + lc.embedding_extras;
     }
     if stage == pp - 1 {
         p += n_norm;
@@ -215,6 +247,17 @@ mod tests {
         for pp in [1, 2, 3, 4, 8] {
             let sum: f64 = (0..pp).map(|s| stage_rank(&m, 1, 1, pp, s)).sum();
             assert_eq!(sum as u64, total(&m), "pp={pp}");
+        }
+    }
+
+    #[test]
+    fn first_layer_matches_the_split() {
+        for (layers, pp) in [(70, 12), (72, 12), (5, 5), (96, 7)] {
+            let mut acc = 0;
+            for st in 0..pp {
+                assert_eq!(first_layer(layers, pp, st), acc);
+                acc += stage_layers(layers, pp, st);
+            }
         }
     }
 

@@ -1,0 +1,330 @@
+"""``topo check``: the pre-launch sanity gate.
+
+Reads the launch config about to run (a Megatron-LM / Megatron-DeepSpeed script or argument list,
+a DeepSpeed JSON, an llm-foundry YAML), scores it with the same code as :func:`toposcan.evaluate`,
+and answers with a list of checks, each ``pass``, ``warn`` or ``fail`` with one line of reason and
+the fix. Exit codes (as ruff does): 0 pass (warnings allowed), 1 a check failed, 2 usage or parse
+error, 3 with ``strict`` when a warning fired.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from toposcan import api, catalog, launch, spec
+from toposcan.errors import InputError, ParseError, ToposcanError
+from toposcan.rules import WARNING_HELP, explain_warnings
+
+#: What to change for each hard rule.
+FIX = {
+    "gpus_mismatch": "make dp*tp*pp*cp equal the GPU count (nodes x gpus per node)",
+    "tp_exceeds_node": "keep tp within a node (tp <= gpus per node)",
+    "hidden_not_divisible_by_heads": "pick heads dividing hidden",
+    "heads_not_divisible_by_tp": "pick tp dividing the head count",
+    "kv_heads_not_divisible_by_tp": "pick tp dividing the query groups (kv heads)",
+    "ffn_not_divisible_by_tp": "pick tp dividing the FFN size",
+    "too_few_layers_for_pp": "use fewer pipeline stages than layers",
+    "layers_not_divisible_by_pp": "pick pp dividing layers (or a framework that balances uneven stages)",
+    "layers_not_divisible_by_pp_vpp": "pick pp*vpp dividing layers",
+    "vpp_needs_pp": "interleaving needs pp > 2",
+    "micro_batches_not_divisible_by_pp": "make gbs/(mbs*dp) a multiple of pp for the interleaved schedule",
+    "gbs_not_divisible_by_mbs_dp": "make gbs a multiple of mbs*dp",
+    "sequence_parallel_needs_tp": "drop --sequence-parallel or use tp > 1",
+    "seq_not_divisible_by_cp": "make seq_len a multiple of 2*cp",
+    "experts_not_divisible_by_ep": "pick ep dividing the expert count",
+    "ep_needs_experts": "expert parallelism needs an MoE model",
+    "ep_not_divisor_of_dp": "pick ep dividing dp*cp",
+    "fp8_unsupported": "use bf16 on this GPU",
+    "oom": "raise tp or pp, lower mbs, use a higher ZeRO stage or recompute more",
+}
+
+STATUSES = ("pass", "warn", "fail")
+
+
+@dataclass
+class Check:
+    """One check: ``code`` (stable slug), ``status`` and one line each of reason and fix."""
+
+    code: str
+    status: str
+    message: str
+    fix: str = ""
+
+
+@dataclass
+class CheckReport:
+    """The answer of :func:`check`; ``exit_code()`` is what ``topo check`` exits with."""
+
+    source: str
+    kind: str
+    config: dict[str, Any]
+    checks: list[Check] = field(default_factory=list)
+    prediction: dict[str, Any] = field(default_factory=dict)
+    best: dict[str, Any] | None = None
+    rank: int | None = None
+    candidates: int | None = None
+    ignored: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(c.status == "fail" for c in self.checks)
+
+    @property
+    def warned(self) -> bool:
+        return any(c.status == "warn" for c in self.checks)
+
+    def exit_code(self, strict: bool = False) -> int:
+        if self.failed:
+            return 1
+        if strict and self.warned:
+            return 3
+        return 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["verdict"] = "fail" if self.failed else ("warn" if self.warned else "pass")
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=_json_default)
+
+    def __str__(self) -> str:
+        c = self.config
+        lines = [f"{self.source} ({self.kind}): {c.get('nodes')} nodes x {c.get('gpus_per_node')} {c.get('gpu')}, "
+                 f"dp {c.get('dp')} tp {c.get('tp')} pp {c.get('pp')}"
+                 + (f" vpp {c['vpp']}" if c.get("vpp", 1) > 1 else "")
+                 + f", mbs {c.get('mbs')} gbs {c.get('gbs')}, zero {c.get('zero_stage')}, recompute {c.get('recompute')}"]
+        for ch in self.checks:
+            mark = {"pass": "pass", "warn": "WARN", "fail": "FAIL"}[ch.status]
+            lines.append(f"  {mark}  {ch.code}: {ch.message}" + (f"\n        fix: {ch.fix}" if ch.fix and ch.status != "pass" else ""))
+        p = self.prediction
+        if p:
+            lines.append(f"predicted: {p['step_time_s']:.2f} s/step, {p['tflops_per_gpu']:.1f} TFLOP/s per GPU, "
+                         f"MFU {p['mfu']:.1%}, {p['tokens_per_s_per_gpu']:,.0f} tokens/s/GPU, peak {p['mem_gb']:.1f} GiB "
+                         f"(stage {p['mem_stage']}); {p['train_days']:.1f} days for {p['train_tokens']:.3g} tokens")
+        if self.ignored:
+            lines.append(f"ignored ({len(self.ignored)}): " + ", ".join(self.ignored[:12])
+                         + (" ..." if len(self.ignored) > 12 else ""))
+        for n in self.notes:
+            lines.append(f"note: {n}")
+        verdict = "FAIL" if self.failed else ("pass with warnings" if self.warned else "pass")
+        lines.append(f"verdict: {verdict}")
+        return "\n".join(lines)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return str(o)
+
+
+def _num(x: Any) -> Any:
+    return x.item() if hasattr(x, "item") else x
+
+
+def check(
+    source: str | Path | None = None,
+    *,
+    args: str | None = None,
+    text: str | None = None,
+    nodes: int | None = None,
+    gpu: str | None = None,
+    gpus_per_node: int | None = None,
+    model: str | None = None,
+    profile: str | None = None,
+    max_slowdown: float = 0.10,
+    train_tokens: float | None = None,
+    headroom: float = 0.0,
+    compare: bool = True,
+) -> CheckReport:
+    """Check a launch config before it runs.
+
+    ``source`` is a path (its kind told from its content), ``text`` the same content given directly,
+    ``args`` a plain Megatron argument list. The cluster comes from ``nodes``, ``gpu`` and
+    ``gpus_per_node`` or from the launcher's own variables in the file. ``model`` fills model
+    fields the file leaves out (e.g. the vocabulary) from a catalog model.
+
+    >>> r = check(args="--num-layers 24 --hidden-size 2048 --num-attention-heads 16 --seq-length 2048 "
+    ...           "--micro-batch-size 4 --global-batch-size 256 --bf16 --tensor-model-parallel-size 2",
+    ...           nodes=1, gpu="a100-80", compare=False)
+    >>> r.exit_code(), r.config["dp"]
+    (0, 4)
+    """
+    if sum(x is not None for x in (source, args, text)) != 1:
+        raise InputError("give exactly one of a file, `--args` or text", code="usage")
+    if args is not None:
+        cfg = launch.parse_args(args)
+        label = "--args"
+    else:
+        if source is not None:
+            path = Path(source)
+            try:
+                raw = path.read_bytes()
+            except OSError as e:
+                raise ParseError(f"cannot read `{source}`: {e.strerror}", code="unreadable") from None
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ParseError(f"`{source}` is not UTF-8 text", code="unreadable") from None
+            cfg = launch.parse_launch(text, str(path), base_dir=str(path.parent))
+            label = str(source)
+        else:
+            assert text is not None
+            cfg = launch.parse_launch(text, None)
+            label = "<text>"
+    return _check_config(cfg, label, nodes=nodes, gpu=gpu, gpus_per_node=gpus_per_node, model=model,
+                         profile=profile, max_slowdown=max_slowdown, train_tokens=train_tokens, headroom=headroom,
+                         compare=compare)
+
+
+def _check_config(cfg: launch.LaunchConfig, label: str, *, nodes: Any, gpu: Any, gpus_per_node: Any, model: Any,
+                  profile: Any, max_slowdown: Any, train_tokens: Any, headroom: Any, compare: bool) -> CheckReport:
+    sp = dict(cfg.spec)
+    notes = list(cfg.notes)
+    gpu = gpu or cfg.cluster.get("gpu")
+    if gpu is None:
+        raise InputError("the GPU is not in the file; give `--gpu` (see `topo gpus`)", code="missing_field")
+    gpu_entry = catalog.gpu_spec(gpu)
+    nodes = nodes if nodes is not None else cfg.cluster.get("nodes")
+    if nodes is None:
+        raise InputError("the node count is not in the file; give `--nodes`", code="missing_field")
+    gpn = gpus_per_node if gpus_per_node is not None else cfg.cluster.get("gpus_per_node", gpu_entry["gpus_per_node"])
+    max_slowdown = spec.positive_float("max_slowdown", max_slowdown, minimum=0.0, maximum=10.0, inclusive_min=True)
+
+    fields = {k: sp.pop(k) for k in list(sp) if k in spec.MODEL_FIELDS}
+    if model is None and not all(k in fields for k in ("layers", "hidden", "heads")):
+        raise InputError("the file does not give layers, hidden size and heads; give `--model`", code="missing_field")
+    if model is None and "vocab" not in fields:
+        fields["vocab"] = 50257
+        notes.append("vocab not in the file: 50257 (GPT-2) assumed; give --model to use a catalog model's")
+    rampup = sp.pop("rampup", None)
+    offload = sp.pop("offload", False)
+    if offload:
+        notes.append("optimizer/parameter offload to CPU is not modelled: memory and time are for on-GPU states")
+    prof_name = profile or ("llm-foundry-h100" if cfg.kind == "foundry" and gpu.startswith("h100")
+                            else "llm-foundry-a100" if cfg.kind == "foundry" else spec.DEFAULT_PROFILE)
+    if cfg.kind == "megatron" and sp.get("precision") == "bf16" and sp.get("zero_stage", 0) == 0 and sp.get("uneven_stages"):
+        # Megatron-DeepSpeed with --bf16 and ZeRO stage 0 runs DeepSpeed's BF16_Optimizer, which
+        # partitions the fp32 master weights and Adam states over data parallelism like ZeRO-1
+        # (deepspeed/runtime/bf16_optimizer.py).
+        sp["zero_stage"] = 1
+        notes.append("ZeRO stage 0 with bf16 in Megatron-DeepSpeed runs DeepSpeed's BF16_Optimizer, which shards "
+                     "optimizer states over dp like ZeRO-1: checked as zero_stage 1")
+    kw: dict[str, Any] = dict(gpu=gpu, nodes=nodes, gpus_per_node=gpn, profile=prof_name, headroom=headroom,
+                              train_tokens=train_tokens if train_tokens is not None else 1e12,
+                              rampup=False, **fields)
+    for k in ("dp", "tp", "pp", "vpp", "cp", "ep", "mbs", "gbs", "zero_stage", "recompute", "sequence_parallel",
+              "precision", "uneven_stages"):
+        if k in sp:
+            kw[k] = sp[k]
+    if "gbs" not in kw:
+        kw["gbs"] = None
+    checks: list[Check] = []
+    gpus = spec.positive_int("nodes", nodes) * spec.positive_int("gpus_per_node", gpn)
+    tp, pp, cp = (int(kw.get(k, 1) or 1) for k in ("tp", "pp", "cp"))
+    if "dp" not in kw:
+        if gpus % (tp * pp * cp):
+            checks.append(Check("gpus_mismatch", "fail",
+                                f"tp*pp*cp = {tp * pp * cp} does not divide the cluster's {gpus} GPUs",
+                                FIX["gpus_mismatch"]))
+            return CheckReport(label, cfg.kind, {**kw, "dp": None}, checks, ignored=cfg.ignored, notes=notes)
+        kw["dp"] = gpus // (tp * pp * cp)
+    if kw["gbs"] is None:
+        kw["gbs"] = kw["dp"] * int(kw.get("mbs", 1))
+        notes.append("global batch not in the file: one micro batch per replica assumed")
+    row, stages = api.evaluate(model, **kw, stages=True)
+    r = {k: _num(v) for k, v in row.row(0, named=True).items()}
+    config = {k: r[k] for k in ("nodes", "gpu", "dp", "tp", "pp", "vpp", "cp", "ep", "mbs", "gbs", "grad_accum",
+                                "zero_stage", "recompute", "sequence_parallel", "precision", "layers", "hidden",
+                                "heads", "kv_heads", "ffn_hidden", "seq_len", "params")}
+    config["gpus_per_node"] = int(gpn)
+    config["profile"] = prof_name
+
+    # Hard rules (divisibility, kernels) and memory.
+    reject = r["reject"]
+    if reject and reject != "oom":
+        checks.append(Check(reject, "fail", r["reject_message"], FIX.get(reject, "")))
+    else:
+        checks.append(Check("divisibility", "pass", "heads, query groups, layers per stage, batch and GPU count divide"))
+    cap = float(gpu_entry["memory_gib"])
+    if not r["fits"]:
+        checks.append(Check("oom", "fail", f"predicted peak {r['mem_gb']:.1f} GiB on stage {r['mem_stage']} exceeds the "
+                            f"{cap:.0f} GiB of a {gpu}" + (f" minus {headroom:.0%} headroom" if headroom else ""),
+                            FIX["oom"]))
+    elif r["mem_gb"] > 0.95 * cap:
+        checks.append(Check("memory_tight", "warn", f"predicted peak {r['mem_gb']:.1f} GiB is within 5% of {cap:.0f} GiB "
+                            "(the memory model is within ~5% on the seeds)", FIX["oom"]))
+    else:
+        checks.append(Check("memory", "pass", f"predicted peak {r['mem_gb']:.1f} GiB of {cap:.0f} GiB "
+                            f"on stage {r['mem_stage']}"))
+    # Kernel and quantization rules (soft).
+    for code in explain_warnings(int(r["warnings"])):
+        checks.append(Check(code, "warn", _warning_message(code, r), WARNING_HELP.get(code, "")))
+    # Batch ramp-up: every ramp-up batch must be a multiple of mbs*dp (seeds/001: dp % 4, gbs % 32).
+    if rampup:
+        unit = r["mbs"] * r["dp"]
+        bad = [x for x in (rampup.get("start"), rampup.get("increment")) if x and x % unit]
+        if bad or r["gbs"] % unit:
+            checks.append(Check("rampup_incompatible", "fail",
+                                f"ramp-up batch sizes {rampup.get('start')} + k*{rampup.get('increment')} are not all "
+                                f"multiples of mbs*dp = {unit}",
+                                "pick dp and mbs so that mbs*dp divides the ramp-up start and increment"))
+        else:
+            checks.append(Check("rampup", "pass", f"ramp-up {rampup.get('start')} + k*{rampup.get('increment')} "
+                                f"is a multiple of mbs*dp = {unit}"))
+
+    pred = {k: r[k] for k in ("step_time_s", "tflops_per_gpu", "mfu", "hfu", "tokens_per_s_per_gpu", "mem_gb",
+                              "mem_stage", "gpu_hours", "train_days", "energy_j_per_token", "bubble_fraction")}
+    pred["train_tokens"] = kw["train_tokens"]
+    pred["memory_by_stage_gb"] = [round(x, 2) for x in stages["total_gb"].to_list()]
+    report = CheckReport(label, cfg.kind, config, checks, pred, ignored=cfg.ignored, notes=notes)
+    if compare and not reject:
+        _compare(report, model, kw, r, max_slowdown)
+    return report
+
+
+def _warning_message(code: str, r: dict[str, Any]) -> str:
+    hd = r["hidden"] // r["heads"] if r["heads"] else 0
+    if code == "head_dim_misaligned":
+        return f"head_dim {r['hidden']}/{r['heads']} = {hd} is not a multiple of 8: attention GEMMs fall off tensor cores"
+    if code == "tile_quantization":
+        return (f"hidden/tp = {r['hidden'] // r['tp']} or ffn/tp = {r['ffn_hidden'] // r['tp']} is not a multiple of 128: "
+                f"GEMM tiles waste the remainder (layer GEMMs at {r['gemm_efficiency']:.0%} of ideal)")
+    if code == "wave_quantization":
+        return f"layer GEMMs at {r['gemm_efficiency']:.0%} of ideal: the last wave leaves SMs idle"
+    if code == "fused_softmax_unavailable":
+        return (f"(heads/tp)*mbs = {r['heads'] // r['tp']}*{r['mbs']} is not a multiple of 4 (or the sequence is out of "
+                "range): Megatron falls back to an unfused softmax")
+    if code == "uneven_stages":
+        return f"{r['layers']} layers over {r['pp']} stages are uneven: the largest stage sets the pace"
+    return WARNING_HELP.get(code, code)
+
+
+def _compare(report: CheckReport, model: Any, kw: dict[str, Any], r: dict[str, Any], max_slowdown: float) -> None:
+    """Ranks the config among every valid topology (dp, tp, pp, micro batch) for the same model,
+    cluster and global batch, keeping its ZeRO stage, recompute, sequence parallelism and precision:
+    those are framework choices the launch config already made."""
+    ekw = {k: v for k, v in kw.items() if k in spec.MODEL_FIELDS or k in (
+        "gpu", "nodes", "gpus_per_node", "profile", "headroom", "train_tokens", "precision", "uneven_stages")}
+    ekw.update(gbs=r["gbs"], zero_stage=r["zero_stage"], recompute=r["recompute"],
+               sequence_parallel=r["sequence_parallel"], mbs=sorted({1, 2, 4, 8, int(r["mbs"])}))
+    df, stats = api.enumerate(model, **ekw, with_stats=True, cap=2_000_000)
+    report.candidates = df.height
+    if df.height == 0:
+        return
+    t = r["step_time_s"]
+    report.rank = int((df["step_time_s"] < t * (1 - 1e-9)).sum()) + 1
+    b = {k: _num(v) for k, v in df.row(0, named=True).items()}
+    keys = ("dp", "tp", "pp", "mbs")
+    report.best = {k: b[k] for k in keys} | {"step_time_s": b["step_time_s"], "mem_gb": b["mem_gb"]}
+    slowdown = t / b["step_time_s"] - 1
+    change = ", ".join(f"{k} {r[k]} -> {b[k]}" for k in keys if r[k] != b[k])
+    msg = (f"rank {report.rank} of {df.height} valid topologies; the best is {b['step_time_s']:.2f} s/step "
+           f"({slowdown:.1%} faster)" if slowdown > 1e-9 else f"rank {report.rank} of {df.height}: no valid topology is faster")
+    status = "warn" if slowdown > max_slowdown else "pass"
+    report.checks.append(Check("slower_than_best", status, msg, f"change {change}" if change else ""))
