@@ -24,11 +24,14 @@ Precision = Literal["fp32", "fp16", "bf16", "fp8"]
 IntOrList = int | Sequence[int] | range | str
 
 
-def _core_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def _core_call(fn: Callable[..., Any], *args: Any, _field: str | None = None, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except _core.CoreError as e:
         code, field, message = e.args if len(e.args) == 3 else ("invalid_value", "", str(e))
+        field = _field if _field and field == "objective" else field
+        if field and f"`{field}`" not in message:  # name the keyword, not only the value
+            message = f"`{field}`: {message}"
         raise InputError(message, code=code) from None
 
 
@@ -261,16 +264,24 @@ def enumerate(
                                                             {**fields, **scalar_shape})
     gpus = cluster_d["nodes"] * cluster_d["gpus_per_node"]
     gpn = cluster_d["gpus_per_node"]
-    hidden_l = spec.int_list("hidden", hidden, maximum=1 << 22) if hidden is not None else [model_d["hidden"]]
-    layers_l = spec.int_list("layers", layers, maximum=1 << 20) if layers is not None else [model_d["layers"]]
-    heads_l = spec.int_list("heads", heads, maximum=1 << 16) if heads is not None else [model_d["heads"]]
+    search = params is not None
+    # With a parameter budget and no explicit shape, search around the base model: hidden from half
+    # to 1.5x in steps of 128, layers from half to 1.5x, heads among common counts.
+    base_h, base_l = model_d["hidden"], model_d["layers"]
+    hidden_l = (spec.int_list("hidden", hidden, maximum=1 << 22) if hidden is not None
+                else list(range(max(128, base_h // 2 // 128 * 128), base_h * 3 // 2 + 1, 128)) if search
+                else [base_h])
+    layers_l = (spec.int_list("layers", layers, maximum=1 << 20) if layers is not None
+                else list(range(max(1, base_l // 2), base_l * 3 // 2 + 1)) if search else [base_l])
+    heads_l = (spec.int_list("heads", heads, maximum=1 << 16) if heads is not None
+               else sorted({16, 32, 64, 96, 128, model_d["heads"]}) if search else [model_d["heads"]])
     params_range = None
     if params is not None:
         budget = spec.positive_float("params", params, maximum=1e16)
         tol = tolerance
         if isinstance(tol, str):
             t = tol.strip()
-            tol = float(t[:-1]) / 100 if t.endswith("%") else t
+            tol = spec.positive_float("tolerance", t[:-1], minimum=0.0, inclusive_min=True) / 100 if t.endswith("%") else t
         tol = spec.positive_float("tolerance", tol, minimum=0.0, maximum=1.0, inclusive_min=True)
         params_range = (budget * (1 - tol), budget * (1 + tol))
     max_tp = gpus if allow_cross_node_tp else min(gpn, gpus)
@@ -281,10 +292,13 @@ def enumerate(
             else [p for p in _divisors(gpus) if p <= max_layers] or [1])
     if isinstance(recompute, str):
         recompute = [recompute]
+    elif not isinstance(recompute, (list, tuple, set, frozenset)):
+        raise InputError(f"`recompute` must be one of {{none, selective, full}} or a list of them, got {recompute!r}",
+                         code="invalid_value")
     rec_l = [spec.choice("recompute", r, spec.RECOMPUTE) for r in recompute]
     if sequence_parallel is None:
         sp_l = [False, True] if max(tp_l) > 1 else [False]
-    elif isinstance(sequence_parallel, (bool, str, int)):
+    elif not isinstance(sequence_parallel, (list, tuple, set, frozenset)):
         sp_l = [spec.boolean("sequence_parallel", sequence_parallel)]
     else:
         sp_l = sorted({spec.boolean("sequence_parallel", v) for v in sequence_parallel})
@@ -304,7 +318,7 @@ def enumerate(
     opts = spec.options_dict(headroom, train_tokens, allow_cross_node_tp, rampup)
     desc = None if descending is None else spec.boolean("descending", descending)
     if pareto is not None:
-        if isinstance(pareto, str) or len(pareto) != 2:
+        if not isinstance(pareto, (list, tuple)) or len(pareto) != 2:
             raise InputError(f"`pareto` must be two column names, got {pareto!r}", code="invalid_value")
         reducer = {"kind": "pareto", "a": str(pareto[0]), "b": str(pareto[1]), "descending": None}
     elif top is not None:
@@ -323,8 +337,11 @@ def enumerate(
 
         def cb(visited: int, total: int) -> bool:
             return user(visited, total) is not False
+    elif progress is not None and progress is not False:
+        raise InputError(f"`progress` must be true, false or a callable, got {progress!r}", code="invalid_value")
     try:
-        cols, labels, stats = _core_call(_core.enumerate, space, model_d, cluster_d, prof_d, opts, reducer, cb)
+        cols, labels, stats = _core_call(_core.enumerate, space, model_d, cluster_d, prof_d, opts, reducer, cb,
+                                         _field="pareto" if pareto is not None else None)
     finally:
         if bar is not None:
             bar.close()

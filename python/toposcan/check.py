@@ -39,6 +39,7 @@ FIX = {
     "ep_needs_experts": "expert parallelism needs an MoE model",
     "ep_not_divisor_of_dp": "pick ep dividing dp*cp",
     "fp8_unsupported": "use bf16 on this GPU",
+    "zero_stage_with_pipeline": "use ZeRO stage 0 or 1 with pipeline parallelism, or pp 1 with ZeRO-2/3",
     "oom": "raise tp or pp, lower mbs, use a higher ZeRO stage or recompute more",
 }
 

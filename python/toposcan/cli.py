@@ -143,7 +143,8 @@ def enumerate_cmd(
     if df.height == 0:
         _stderr("no feasible configuration: every candidate broke a rule or ran out of memory (see pruned above)")
         raise typer.Exit(1)
-    render.write(df, fmt, output)
+    shape = params is not None or any(v is not None for v in (hidden, layers, heads))
+    render.write(df, fmt, output, columns=render.table_columns(df, shape) if fmt in ("table", "markdown") else None)
 
 
 @app.command("evaluate")

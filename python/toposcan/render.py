@@ -36,12 +36,13 @@ def _fmt(v: Any, name: str) -> str:
     return str(v)
 
 
-def table_columns(df: pl.DataFrame) -> list[str]:
+def table_columns(df: pl.DataFrame, shape: bool = False) -> list[str]:
+    """Terminal columns; ``shape`` forces hidden/layers/heads/params (a shape search)."""
     cols = [c for c in TABLE_COLUMNS if c in df.columns]
     # Hide degrees that never vary from 1 (vpp, cp, ep) to keep the table narrow.
     cols = [c for c in cols if c not in ("vpp", "cp", "ep") or df[c].n_unique() > 1 or (df.height and df[c][0] != 1)]
-    shape = [c for c in ("hidden", "layers", "heads", "params") if c in df.columns and df[c].n_unique() > 1]
-    return shape + cols
+    shape_cols = [c for c in ("hidden", "layers", "heads", "params") if c in df.columns and (shape or df[c].n_unique() > 1)]
+    return shape_cols + cols
 
 
 def text_table(df: pl.DataFrame, columns: list[str] | None = None, *, rank: bool | None = None) -> str:

@@ -31,6 +31,17 @@ MODEL_FIELDS = ("layers", "hidden", "heads", "kv_heads", "ffn_hidden", "activati
 GIB = 1024**3
 
 
+def _show(value: Any, *, quote: bool = False) -> str:
+    """``value`` as a message prints it: on one line (line breaks escaped) and at most 120 characters."""
+    try:
+        text = repr(value) if quote else str(value)
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the real error
+        text = f"<{type(value).__name__}>"
+    if not text.isprintable():
+        text = repr(text)[1:-1]
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 def positive_int(name: str, value: Any, *, minimum: int = 1, maximum: int = MAX_INT) -> int:
     """An integer in [minimum, maximum]; bools, NaN, fractions and strings that are not integers fail."""
     if isinstance(value, bool):
@@ -40,7 +51,7 @@ def positive_int(name: str, value: Any, *, minimum: int = 1, maximum: int = MAX_
         try:
             value = int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
         except ValueError:
-            raise InputError(f"`{name}` must be an integer, got `{value}`", code="invalid_value") from None
+            raise InputError(f"`{name}` must be an integer, got `{_show(value)}`", code="invalid_value") from None
     if isinstance(value, float):
         if not math.isfinite(value) or value != int(value):
             raise InputError(f"`{name}` must be an integer, got {value}", code="invalid_value")
@@ -61,19 +72,19 @@ def positive_float(name: str, value: Any, *, minimum: float = 0.0, maximum: floa
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise InputError(f"`{name}` must be a number, got `{value}`", code="invalid_value") from None
+        raise InputError(f"`{name}` must be a number, got `{_show(value)}`", code="invalid_value") from None
     ok = math.isfinite(v) and (v >= minimum if inclusive_min else v > minimum) and v <= maximum
     if not ok:
         bound = f">= {minimum}" if inclusive_min else f"> {minimum}"
         hi = f" and <= {maximum}" if math.isfinite(maximum) else ""
-        raise InputError(f"`{name}` must be a finite number {bound}{hi}, got {value}", code="invalid_value")
+        raise InputError(f"`{name}` must be a finite number {bound}{hi}, got {_show(value)}", code="invalid_value")
     return v
 
 
 def choice(name: str, value: Any, allowed: Iterable[str]) -> str:
     allowed = tuple(allowed)
     if not isinstance(value, str) or value not in allowed:
-        raise InputError(f"`{name}` must be one of {{{', '.join(allowed)}}}, got {value!r}", code="invalid_value")
+        raise InputError(f"`{name}` must be one of {{{', '.join(allowed)}}}, got {_show(value, quote=True)}", code="invalid_value")
     return value
 
 
@@ -84,7 +95,7 @@ def boolean(name: str, value: Any) -> bool:
         return value.lower() in ("true", "1", "yes")
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
-    raise InputError(f"`{name}` must be true or false, got {value!r}", code="invalid_value")
+    raise InputError(f"`{name}` must be true or false, got {_show(value, quote=True)}", code="invalid_value")
 
 
 def int_list(name: str, value: Any, *, minimum: int = 1, maximum: int = MAX_INT, limit: int = 1 << 20) -> list[int]:
@@ -95,7 +106,7 @@ def int_list(name: str, value: Any, *, minimum: int = 1, maximum: int = MAX_INT,
         if ":" in text:
             parts = text.split(":")
             if len(parts) not in (2, 3) or not all(p.strip() for p in parts):
-                raise InputError(f"`{name}` range must be start:stop or start:stop:step, got `{value}`",
+                raise InputError(f"`{name}` range must be start:stop or start:stop:step, got `{_show(value)}`",
                                  code="invalid_value")
             start = positive_int(name, parts[0], minimum=minimum, maximum=maximum)
             stop = positive_int(name, parts[1], minimum=minimum, maximum=maximum)
@@ -113,9 +124,11 @@ def int_list(name: str, value: Any, *, minimum: int = 1, maximum: int = MAX_INT,
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = [value]
     try:
+        if isinstance(value, (bytes, bytearray, dict)):  # iterable, but not a list of integers
+            raise TypeError
         items = list(value)
     except TypeError:
-        raise InputError(f"`{name}` must be an integer, a list of integers or a range, got {value!r}",
+        raise InputError(f"`{name}` must be an integer, a list of integers or a range, got {_show(value, quote=True)}",
                          code="invalid_value") from None
     if not items:
         raise InputError(f"`{name}` needs at least one value", code="invalid_value")

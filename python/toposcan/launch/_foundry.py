@@ -401,5 +401,6 @@ def _compute(compute: dict, res: Result, r: _Resolver) -> None:
         elif total <= 8:
             res.cluster["nodes"] = 1
             res.cluster["gpus_per_node"] = total
+            res.note(f"compute.gpus {total} without compute.nodes: one node of {total} GPUs")
         else:
             res.note(f"compute.gpus {total} without compute.nodes: GPUs per node not stated")

@@ -24,12 +24,13 @@ pub enum Reject {
     EpNeedsExperts,
     EpNotDivisibleIntoDp,
     Fp8Unsupported,
+    ZeroWithPipeline,
     Oom,
     ParamsOutOfBudget,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 20] = [
+    pub const ALL: [Reject; 21] = [
         Reject::GpusMismatch,
         Reject::TpExceedsNode,
         Reject::HiddenNotDivisibleByHeads,
@@ -48,6 +49,7 @@ impl Reject {
         Reject::EpNeedsExperts,
         Reject::EpNotDivisibleIntoDp,
         Reject::Fp8Unsupported,
+        Reject::ZeroWithPipeline,
         Reject::Oom,
         Reject::ParamsOutOfBudget,
     ];
@@ -73,6 +75,7 @@ impl Reject {
             Reject::EpNeedsExperts => "ep_needs_experts",
             Reject::EpNotDivisibleIntoDp => "ep_not_divisor_of_dp",
             Reject::Fp8Unsupported => "fp8_unsupported",
+            Reject::ZeroWithPipeline => "zero_stage_with_pipeline",
             Reject::Oom => "oom",
             Reject::ParamsOutOfBudget => "params_out_of_budget",
         }
@@ -102,6 +105,7 @@ impl Reject {
             Reject::EpNeedsExperts => format!("ep {} needs a model with experts", s.ep),
             Reject::EpNotDivisibleIntoDp => format!("ep {} must divide dp*cp = {}", s.ep, s.dp * s.cp),
             Reject::Fp8Unsupported => "the GPU has no fp8 tensor cores".to_string(),
+            Reject::ZeroWithPipeline => format!("ZeRO stage {} shards gradients, which pipeline parallelism (pp {}) cannot combine with", s.zero_stage, s.pp),
             Reject::Oom => "does not fit in GPU memory".to_string(),
             Reject::ParamsOutOfBudget => "parameters outside the requested budget".to_string(),
         }
@@ -173,6 +177,11 @@ pub fn check_strategy(m: &Model, s: &Strategy, c: &Cluster, allow_cross_node_tp:
     if s.precision == crate::spec::Precision::Fp8 && c.gpu.peak_fp8 <= 0.0 {
         return Some(Reject::Fp8Unsupported);
     }
+    // DeepSpeed's pipeline engine asserts "ZeRO-2 and ZeRO-3 are incompatible with pipeline
+    // parallelism" (deepspeed/runtime/pipe/engine.py); Megatron-LM shards only optimizer states.
+    if s.zero_stage >= 2 && s.pp > 1 {
+        return Some(Reject::ZeroWithPipeline);
+    }
     None
 }
 
@@ -183,7 +192,7 @@ pub mod warn {
     pub const FUSED_SOFTMAX_UNAVAILABLE: u32 = 1 << 0;
     /// Head dimension not a multiple of 8: attention GEMMs cannot use tensor cores.
     pub const HEAD_DIM_MISALIGNED: u32 = 1 << 1;
-    /// hidden/tp or ffn/tp is not a multiple of 128: GEMM tiles waste their remainder.
+    /// hidden/tp or ffn/tp is not a multiple of 128 and the layer GEMMs lose more than 5%.
     pub const TILE_QUANTIZATION: u32 = 1 << 2;
     /// The layer GEMMs lose more than 5% to wave quantization on this GPU's SM count.
     pub const WAVE_QUANTIZATION: u32 = 1 << 3;

@@ -315,8 +315,9 @@ fn run_block(space: &Space, block: u64, per_block: u64, out: &mut BlockOut) {
                             let dp = (gpus / denom).max(1) as u32;
                             for &vpp in &space.vpp {
                                 for &gbs in &space.gbs {
-                                    // No rule depends on the ZeRO stage: check once for all of them.
-                                    let s0 = Strategy { dp, pp, vpp, gbs, ..proto };
+                                    // Only the ZeRO-with-pipeline rule depends on the ZeRO stage: check the
+                                    // rest once for all stages.
+                                    let s0 = Strategy { dp, pp, vpp, gbs, zero_stage: 0, ..proto };
                                     if let Some(r) = rules::check_strategy(&m, &s0, c, space.options.allow_cross_node_tp) {
                                         if !space.keep_infeasible {
                                             let nz = space.zero_stage.len() as u64;
@@ -329,6 +330,10 @@ fn run_block(space: &Space, block: u64, per_block: u64, out: &mut BlockOut) {
                                         let s = Strategy { zero_stage: z, ..s0 };
                                         let idx = index;
                                         index += 1;
+                                        if z >= 2 && pp > 1 && !space.keep_infeasible {
+                                            out.pruned[Reject::ZeroWithPipeline as usize] += 1;
+                                            continue;
+                                        }
                                         let safe = Strategy { pp: pp.min(m.layers), tp: tp.min(m.heads), ..s };
                                         let mem = memory_peak_with(&counts, &m, c, &safe, &space.profile, &space.options);
                                         if !mem.fits && !space.keep_infeasible {
