@@ -238,7 +238,14 @@ def _check_config(cfg: launch.LaunchConfig, label: str, *, nodes: Any, gpu: Any,
     if kw["gbs"] is None:
         kw["gbs"] = kw["dp"] * int(kw.get("mbs", 1))
         notes.append("global batch not in the file: one micro batch per replica assumed")
-    row, stages = api.evaluate(model, **kw, stages=True)
+    try:
+        row, stages = api.evaluate(model, **kw, stages=True)
+    except InputError as e:
+        if e.code not in FIX:
+            raise
+        # A model-shape rule the scorer cannot get past (e.g. hidden % heads): a failed check.
+        checks.append(Check(e.code, "fail", e.message, FIX[e.code]))
+        return CheckReport(label, cfg.kind, {**kw}, checks, ignored=cfg.ignored, notes=notes)
     r = {k: _num(v) for k, v in row.row(0, named=True).items()}
     config = {k: r[k] for k in ("nodes", "gpu", "dp", "tp", "pp", "vpp", "cp", "ep", "mbs", "gbs", "grad_accum",
                                 "zero_stage", "recompute", "sequence_parallel", "precision", "layers", "hidden",

@@ -367,7 +367,8 @@ def fit_memory(cases: list[Case]) -> tuple[float, float, float]:
 #: layer_overhead_s, dp_overlap, step_overhead_s, attention_efficiency). FSDP (ZeRO-3) has no end-of-step DP
 #: reduction, so dp_overlap stays put for the llm-foundry profiles.
 FITS: dict[str, tuple[Any, list[bool]]] = {
-    "megatron-deepspeed-a100": (lambda: seed001_cases("target"), [True] * 8),
+    # seeds/001 steps take 90-230 s, so a per-step constant is not identifiable from them: held.
+    "megatron-deepspeed-a100": (lambda: seed001_cases("target"), [True, True, True, True, True, True, False, True]),
     **{prof: ((lambda t=t: seed002_cases(t)), [True, True, True, True, True, False, True, True])
        for t, prof in SEED002_PROFILE.items()},
 }
