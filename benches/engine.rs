@@ -12,52 +12,8 @@ use toposcan_core::profile::Profile;
 use toposcan_core::reduce::{Objective, Reducer};
 use toposcan_core::score::{assemble, memory_peak, score, LayerCost, Options};
 use toposcan_core::space::{enumerate, Space};
+use toposcan_core::spec::examples::{a100_80 as a100, bloom_176b as bloom};
 use toposcan_core::spec::*;
-
-fn a100() -> Gpu {
-    // NVIDIA A100 80GB SXM datasheet values (as in python/toposcan/data/gpus.toml).
-    Gpu {
-        peak_fp32: 19.5e12,
-        peak_tf32: 156e12,
-        peak_fp16: 312e12,
-        peak_bf16: 312e12,
-        peak_fp8: 0.0,
-        vector_fp32: 19.5e12,
-        memory_bytes: 80.0 * 1024f64.powi(3),
-        memory_bw: 2039e9,
-        sms: 108,
-        intra_node_bw: 300e9,
-        inter_node_bw: 25e9,
-        board_power_w: 400.0,
-    }
-}
-
-fn bloom() -> Model {
-    // BLOOM-176B (bigscience/bloom config.json).
-    Model {
-        layers: 70,
-        hidden: 14336,
-        heads: 112,
-        kv_heads: 112,
-        head_dim: 128,
-        ffn_hidden: 57344,
-        activation: Activation::Gelu,
-        vocab: 250880,
-        seq_len: 2048,
-        tied_embeddings: true,
-        position: Position::Alibi,
-        position_rows: 0,
-        norm: Norm::LayerNorm,
-        bias: true,
-        embedding_norm: true,
-        experts: 0,
-        topk: 0,
-        shared_experts: 0,
-        moe_ffn_hidden: 0,
-        dense_layers: 0,
-        mla: None,
-    }
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -104,6 +60,15 @@ fn space(target: f64) -> Space {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let big = args.iter().any(|a| a == "1e8");
+    if args.iter().any(|a| a == "profile") {
+        // One 10^8 top-100 run on one thread, for `perf record`.
+        let col = columns::find("step_time_s").unwrap();
+        let r = Reducer::TopK { k: 100, objective: Objective { column: col, better: col.better } };
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let (_, st) = pool.install(|| enumerate(&space(1e8), &r, &mut |_, _| true).unwrap());
+        println!("{} candidates, {} scored, {:.3} s", st.candidates, st.scored, st.seconds);
+        return;
+    }
     let c = Cluster { gpu: a100(), nodes: 48, gpus_per_node: 8 };
     let s = Strategy {
         dp: 8,

@@ -221,7 +221,7 @@ pub fn fused_softmax_available(m: &Model, s: &Strategy) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::fixtures::*;
+    use crate::spec::examples::*;
     use crate::spec::Cluster;
 
     fn cluster(nodes: u32) -> Cluster {

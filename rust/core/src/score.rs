@@ -357,11 +357,10 @@ pub struct Score {
 /// Memory of stage `stage` with the profile's fixed overhead and fragmentation, bytes.
 pub fn stage_memory(m: &Model, s: &Strategy, prof: &Profile, stage: u32) -> memory::Parts {
     let p = params::stage_rank(m, s.tp, s.ep, s.pp, stage);
-    stage_memory_with(m, s, prof, stage, p, memory::layer_activations(m, s))
+    stage_memory_with(m, s, prof, stage, p, memory::layer_activations(m, s), s.grad_accum().max(1))
 }
 
-fn stage_memory_with(m: &Model, s: &Strategy, prof: &Profile, stage: u32, p: f64, acts: (f64, f64)) -> memory::Parts {
-    let micro = s.grad_accum().max(1);
+fn stage_memory_with(m: &Model, s: &Strategy, prof: &Profile, stage: u32, p: f64, acts: (f64, f64), micro: u32) -> memory::Parts {
     let mut parts = memory::stage_with(m, s, stage, micro, p, acts, prof.grad_bytes, prof.grad_shard_bytes);
     parts.overhead = prof.memory_overhead_bytes + prof.fragmentation * (parts.activations + parts.logits);
     parts
@@ -402,11 +401,24 @@ pub fn memory_peak(m: &Model, c: &Cluster, s: &Strategy, prof: &Profile, opt: &O
 
 /// [`memory_peak`] with the model's per-layer parameter counts computed once (enumeration).
 pub fn memory_peak_with(counts: &params::LayerCounts, m: &Model, c: &Cluster, s: &Strategy, prof: &Profile, opt: &Options) -> MemPeak {
+    let (p_first, p_last) = stage_params(counts, m, s);
+    memory_peak_from(m, c, s, prof, opt, p_first, p_last, memory::layer_activations(m, s))
+}
+
+/// Parameters per rank of the first and last pipeline stage.
+pub fn stage_params(counts: &params::LayerCounts, m: &Model, s: &Strategy) -> (f64, f64) {
     let p_first = params::stage_rank_with(counts, m, s.tp, s.ep, s.pp, 0);
     let p_last = if s.pp > 1 { params::stage_rank_with(counts, m, s.tp, s.ep, s.pp, s.pp - 1) } else { p_first };
-    let acts = memory::layer_activations(m, s);
-    let first = stage_memory_with(m, s, prof, 0, p_first, acts);
-    let last = if s.pp > 1 { stage_memory_with(m, s, prof, s.pp - 1, p_last, acts) } else { first };
+    (p_first, p_last)
+}
+
+/// [`memory_peak`] from the stage parameters ([`stage_params`]) and the per-layer activations
+/// ([`memory::layer_activations`]), which enumeration computes once for many candidates.
+#[allow(clippy::too_many_arguments)]
+pub fn memory_peak_from(m: &Model, c: &Cluster, s: &Strategy, prof: &Profile, opt: &Options, p_first: f64, p_last: f64, acts: (f64, f64)) -> MemPeak {
+    let micro = s.grad_accum().max(1);
+    let first = stage_memory_with(m, s, prof, 0, p_first, acts, micro);
+    let last = if s.pp > 1 { stage_memory_with(m, s, prof, s.pp - 1, p_last, acts, micro) } else { first };
     let (mem, mem_stage) = if last.total() > first.total() { (last, s.pp - 1) } else { (first, 0) };
     let fits = mem.total() <= c.gpu.memory_bytes * (1.0 - opt.headroom);
     MemPeak { first, last, mem, mem_stage, fits, p_first, p_last }
@@ -594,7 +606,7 @@ pub fn score(m: &Model, c: &Cluster, s: &Strategy, prof: &Profile, opt: &Options
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::fixtures::*;
+    use crate::spec::examples::*;
 
     fn cluster(nodes: u32) -> Cluster {
         Cluster { gpu: a100_80(), nodes, gpus_per_node: 8 }

@@ -15,7 +15,8 @@ use crate::formulas::params;
 use crate::profile::Profile;
 use crate::reduce::{Acc, Reducer};
 use crate::rules::{self, Reject};
-use crate::score::{assemble, memory_peak_with, LayerBase, LayerCost, Options};
+use crate::formulas::memory;
+use crate::score::{assemble, memory_peak_from, stage_params, LayerBase, LayerCost, Options};
 use crate::spec::{Cluster, Model, Precision, Recompute, Strategy};
 use rayon::prelude::*;
 use std::time::Instant;
@@ -304,6 +305,9 @@ fn run_block(space: &Space, block: u64, per_block: u64, out: &mut BlockOut) {
                             uneven_stages: space.uneven_stages,
                         };
                         let mut lc: Option<LayerCost> = None;
+                        // Per-layer activations depend on (tp, cp, mbs, sp, recompute) only.
+                        let safe_proto = Strategy { tp: tp.min(m.heads), ..proto };
+                        let acts = memory::layer_activations(&m, &safe_proto);
                         for &pp in &space.pp {
                             let denom = tp as u64 * cp as u64 * pp as u64;
                             if !space.keep_infeasible && (gpus % denom != 0 || m.layers < pp) {
@@ -313,6 +317,7 @@ fn run_block(space: &Space, block: u64, per_block: u64, out: &mut BlockOut) {
                                 continue;
                             }
                             let dp = (gpus / denom).max(1) as u32;
+                            let (p_first, p_last) = stage_params(&counts, &m, &Strategy { pp: pp.min(m.layers), ..safe_proto });
                             for &vpp in &space.vpp {
                                 for &gbs in &space.gbs {
                                     // Only the ZeRO-with-pipeline rule depends on the ZeRO stage: check the
@@ -335,7 +340,7 @@ fn run_block(space: &Space, block: u64, per_block: u64, out: &mut BlockOut) {
                                             continue;
                                         }
                                         let safe = Strategy { pp: pp.min(m.layers), tp: tp.min(m.heads), ..s };
-                                        let mem = memory_peak_with(&counts, &m, c, &safe, &space.profile, &space.options);
+                                        let mem = memory_peak_from(&m, c, &safe, &space.profile, &space.options, p_first, p_last, acts);
                                         if !mem.fits && !space.keep_infeasible {
                                             out.pruned[Reject::Oom as usize] += 1;
                                             continue;
@@ -367,7 +372,7 @@ mod tests {
     use crate::columns;
     use crate::reduce::Objective;
     use crate::score::score;
-    use crate::spec::fixtures::*;
+    use crate::spec::examples::*;
 
     fn small_space() -> Space {
         Space {

@@ -295,9 +295,8 @@ fn positive(field: &str, v: u64, max: u64) -> Result<()> {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod fixtures {
-    //! Specs used by the unit tests, each with its source.
+pub mod examples {
+    //! Reference specs with their sources, shared by the unit tests and the benchmarks.
     use super::*;
 
     /// BLOOM-176B, from bigscience/bloom config.json (n_layer 70, hidden 14336, n_head 112,

@@ -51,7 +51,7 @@ pub fn six_n(m: &Model, gbs: u64, n: f64) -> f64 {
 mod tests {
     use super::*;
     use crate::formulas::params;
-    use crate::spec::fixtures::*;
+    use crate::spec::examples::*;
 
     fn tflops(flops: f64, sec: f64, gpus: f64) -> f64 {
         flops / (sec * gpus) / 1e12

@@ -30,6 +30,13 @@ pub const TILES: [(u64, u64, f64); 6] = [
     (64, 64, 0.72),
 ];
 
+/// `ceil(x / tile)` for a power-of-two `tile`.
+#[inline]
+fn ceil_shift(x: u64, tile: u64) -> u64 {
+    let sh = tile.trailing_zeros();
+    (x + tile - 1) >> sh
+}
+
 /// One (batched) GEMM shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gemm {
@@ -66,12 +73,14 @@ impl Gemm {
             return (self.flops() / gpu.vector_fp32).max(memory_bound);
         }
         let per_sm = gpu.peak(p) / gpu.sms as f64;
-        let sms = gpu.sms as u64;
+        let sms = gpu.sms as f64;
         let mut best = f64::INFINITY;
         for (tm, tn, eff) in TILES {
-            let tiles = self.m.div_ceil(tm) * self.n.div_ceil(tn) * self.batch;
-            let waves = tiles.div_ceil(sms);
-            let t = waves as f64 * 2.0 * (tm * tn * self.k) as f64 / (per_sm * eff);
+            // Tile sizes are powers of two: shifts instead of divisions (this is the hot loop of
+            // enumeration); waves in f64, exact for any realistic tile count (< 2^53).
+            let tiles = ceil_shift(self.m, tm) * ceil_shift(self.n, tn) * self.batch;
+            let waves = (tiles as f64 / sms).ceil();
+            let t = waves * 2.0 * (tm * tn * self.k) as f64 / (per_sm * eff);
             best = best.min(t);
         }
         best.max(memory_bound)
@@ -110,7 +119,7 @@ pub fn flash_attention_fwd(gpu: &Gpu, p: Precision, s_q: u64, s_k: u64, head_dim
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::fixtures::a100_80;
+    use crate::spec::examples::a100_80;
 
     #[test]
     fn aligned_large_gemm_is_near_peak() {

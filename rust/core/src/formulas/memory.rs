@@ -135,7 +135,7 @@ pub fn stage_with(m: &Model, s: &Strategy, stage: u32, micro: u32, p: f64, acts:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::fixtures::*;
+    use crate::spec::examples::*;
 
     #[test]
     fn korthikanti_table2_no_parallelism() {

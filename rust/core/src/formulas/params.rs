@@ -179,7 +179,7 @@ pub fn stage_rank_with(lc: &LayerCounts, m: &Model, tp: u32, ep: u32, pp: u32, s
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::fixtures::*;
+    use crate::spec::examples::*;
     use crate::spec::{Mla, Model};
 
     #[test]
