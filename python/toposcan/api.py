@@ -159,6 +159,12 @@ def evaluate(
     return row, st
 
 
+def _column(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InputError(f"`{name}` must be a column name, got {spec._show(value, quote=True)}", code="invalid_value")
+    return value
+
+
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
@@ -281,10 +287,13 @@ def enumerate(
         tol = tolerance
         if isinstance(tol, str):
             t = tol.strip()
-            tol = spec.positive_float("tolerance", t[:-1], minimum=0.0, inclusive_min=True) / 100 if t.endswith("%") else t
+            if t.endswith("%"):
+                tol = spec.positive_float("tolerance", t[:-1], minimum=0.0, inclusive_min=True) / 100
+            else:
+                tol = t
         tol = spec.positive_float("tolerance", tol, minimum=0.0, maximum=1.0, inclusive_min=True)
         params_range = (budget * (1 - tol), budget * (1 + tol))
-    max_tp = gpus if allow_cross_node_tp else min(gpn, gpus)
+    max_tp = gpus if spec.boolean("allow_cross_node_tp", allow_cross_node_tp) else min(gpn, gpus)
     tp_l = spec.int_list("tp", tp, maximum=1 << 12) if tp is not None else [t for t in (1, 2, 4, 8, 16, 32, 64)
                                                                                  if t <= max_tp]
     max_layers = max(layers_l)
@@ -293,8 +302,8 @@ def enumerate(
     if isinstance(recompute, str):
         recompute = [recompute]
     elif not isinstance(recompute, (list, tuple, set, frozenset)):
-        raise InputError(f"`recompute` must be one of {{none, selective, full}} or a list of them, got {recompute!r}",
-                         code="invalid_value")
+        raise InputError("`recompute` must be one of {none, selective, full} or a list of them, "
+                         f"got {spec._show(recompute, quote=True)}", code="invalid_value")
     rec_l = [spec.choice("recompute", r, spec.RECOMPUTE) for r in recompute]
     if sequence_parallel is None:
         sp_l = [False, True] if max(tp_l) > 1 else [False]
@@ -319,14 +328,16 @@ def enumerate(
     desc = None if descending is None else spec.boolean("descending", descending)
     if pareto is not None:
         if not isinstance(pareto, (list, tuple)) or len(pareto) != 2:
-            raise InputError(f"`pareto` must be two column names, got {pareto!r}", code="invalid_value")
-        reducer = {"kind": "pareto", "a": str(pareto[0]), "b": str(pareto[1]), "descending": None}
+            raise InputError(f"`pareto` must be two column names, got {spec._show(pareto, quote=True)}",
+                             code="invalid_value")
+        reducer = {"kind": "pareto", "a": _column("pareto", pareto[0]), "b": _column("pareto", pareto[1]),
+                   "descending": None}
     elif top is not None:
         reducer = {"kind": "top", "k": spec.positive_int("top", top, maximum=10_000_000),
-                   "objective": str(objective), "descending": desc}
+                   "objective": _column("objective", objective), "descending": desc}
     else:
         reducer = {"kind": "all", "cap": spec.positive_int("cap", cap, maximum=100_000_000),
-                   "objective": str(objective), "descending": desc}
+                   "objective": _column("objective", objective), "descending": desc}
     bar: _Bar | None = None
     cb: Callable[[int, int], bool] | None = None
     if progress is True:
@@ -338,7 +349,8 @@ def enumerate(
         def cb(visited: int, total: int) -> bool:
             return user(visited, total) is not False
     elif progress is not None and progress is not False:
-        raise InputError(f"`progress` must be true, false or a callable, got {progress!r}", code="invalid_value")
+        raise InputError(f"`progress` must be true, false or a callable, got {spec._show(progress, quote=True)}",
+                         code="invalid_value")
     try:
         cols, labels, stats = _core_call(_core.enumerate, space, model_d, cluster_d, prof_d, opts, reducer, cb,
                                          _field="pareto" if pareto is not None else None)

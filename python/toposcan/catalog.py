@@ -25,8 +25,11 @@ def _load(name: str) -> dict[str, dict[str, Any]]:
 def _lookup(kind: str, file: str, name: str) -> dict[str, Any]:
     table = _load(file)
     if not isinstance(name, str) or name not in table:
+        from toposcan.spec import _show  # spec imports this module
+
+        shown = _show(name) if isinstance(name, str) else _show(name, quote=True)
         allowed = ", ".join(sorted(table))
-        raise InputError(f"unknown {kind} `{name}`; one of: {allowed}", code=f"unknown_{kind}",
+        raise InputError(f"unknown {kind} `{shown}`; one of: {allowed}", code=f"unknown_{kind}",
                          hint=f"`topo {kind}s` lists them with their sources")
     return table[name]
 

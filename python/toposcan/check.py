@@ -187,7 +187,8 @@ def _check_config(cfg: launch.LaunchConfig, label: str, *, nodes: Any, gpu: Any,
                   profile: Any, max_slowdown: Any, train_tokens: Any, headroom: Any, compare: bool) -> CheckReport:
     sp = dict(cfg.spec)
     notes = list(cfg.notes)
-    gpu = gpu or cfg.cluster.get("gpu")
+    if gpu is None or (isinstance(gpu, str) and not gpu):
+        gpu = cfg.cluster.get("gpu")
     if gpu is None:
         raise InputError("the GPU is not in the file; give `--gpu` (see `topo gpus`)", code="missing_field")
     gpu_entry = catalog.gpu_spec(gpu)
@@ -207,8 +208,12 @@ def _check_config(cfg: launch.LaunchConfig, label: str, *, nodes: Any, gpu: Any,
     offload = sp.pop("offload", False)
     if offload:
         notes.append("optimizer/parameter offload to CPU is not modelled: memory and time are for on-GPU states")
-    prof_name = profile or ("llm-foundry-h100" if cfg.kind == "foundry" and gpu.startswith("h100")
-                            else "llm-foundry-a100" if cfg.kind == "foundry" else spec.DEFAULT_PROFILE)
+    if profile is not None and not (isinstance(profile, str) and not profile):
+        prof_name = profile
+    elif cfg.kind == "foundry":  # the profiles fitted to llm-foundry's own runs (seeds/002)
+        prof_name = "llm-foundry-h100" if gpu.startswith("h100") else "llm-foundry-a100"
+    else:
+        prof_name = spec.default_profile(gpu)
     if cfg.kind == "megatron" and sp.get("precision") == "bf16" and sp.get("zero_stage", 0) == 0 and sp.get("uneven_stages"):
         # Megatron-DeepSpeed with --bf16 and ZeRO stage 0 runs DeepSpeed's BF16_Optimizer, which
         # partitions the fp32 master weights and Adam states over data parallelism like ZeRO-1

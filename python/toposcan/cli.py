@@ -14,7 +14,7 @@ from typer.exceptions import TyperException
 
 import toposcan
 from toposcan import render, spec
-from toposcan.errors import ToposcanError
+from toposcan.errors import InputError, ToposcanError
 
 app = typer.Typer(
     name="topo",
@@ -104,7 +104,7 @@ def enumerate_cmd(
     tokens: Annotated[str, Opt(help="Training tokens for gpu-hours / days.")] = "1e12",
     rampup: Annotated[bool, Opt(help="Flag configs breaking seeds/001's batch ramp-up rule.")] = False,
     top: Annotated[StrOpt, Opt("--top", "-k", help="Show the K best (default 20 on the terminal).")] = None,
-    sort: Annotated[str, Opt(help="Column to rank by.")] = "step_time_s",
+    sort: Annotated[str, Opt("--sort", "--objective", help="Column to rank by (the API's `objective`).")] = "step_time_s",
     descending: Annotated[Optional[bool], Opt("--descending/--ascending", help="Ranking direction.")] = None,
     pareto: Annotated[StrOpt, Opt(help="Pareto front of two columns, e.g. step_time_s,mem_gb.")] = None,
     fmt: Annotated[str, Opt("--format", "-f", help="table, csv, json, parquet or markdown.")] = "table",
@@ -113,6 +113,9 @@ def enumerate_cmd(
     progress: Annotated[bool, Opt("--progress/--no-progress", help="Progress bar on long runs.")] = True,
 ) -> None:
     """Rank every feasible topology for a cluster (fastest step first)."""
+    spec.choice("format", fmt, render.FORMATS)  # before the run, not after it
+    if fmt == "parquet" and not output:
+        raise InputError("`--format parquet` needs `-o FILE`", code="invalid_value")
     ints = lambda v: v  # noqa: E731  (lists and ranges are parsed by toposcan.spec)
     top_k = top if top is not None else (None if (fmt != "table" or output or pareto) else "20")
     kw: dict[str, Any] = dict(
@@ -136,7 +139,12 @@ def enumerate_cmd(
         kw["pareto"] = tuple(parts)
     elif top_k is not None:
         kw["top"] = top_k
-    df, st = toposcan.enumerate(model, **kw)
+    try:
+        df, st = toposcan.enumerate(model, **kw)
+    except InputError as e:  # name the flag the user typed
+        if e.message.startswith("`objective`"):
+            e.message = "`sort`" + e.message[len("`objective`"):]
+        raise
     _header("enumerate", st["model"], gpu, nodes, st if (stats or fmt == "table") else None)
     if stats and fmt != "table":
         _stderr(str(st))
@@ -182,6 +190,7 @@ def evaluate_cmd(
     fmt: Annotated[str, Opt("--format", "-f", help="table, csv, json or markdown.")] = "table",
 ) -> None:
     """Score one configuration, with its memory per pipeline stage."""
+    spec.choice("format", fmt, ("table", "csv", "json", "markdown"))
     kw: dict[str, Any] = dict(gpu=gpu, nodes=nodes, gpus_per_node=gpus_per_node, dp=dp, tp=tp, pp=pp, vpp=vpp,
                               cp=cp, ep=ep, mbs=mbs, gbs=gbs, zero_stage=zero_stage, recompute=recompute,
                               sequence_parallel=sequence_parallel, precision=precision, profile=profile,
@@ -266,9 +275,9 @@ def check_cmd(
     """Pre-launch gate: exit 0 pass, 1 fail (OOM, broken rule), 2 usage/parse error, 3 warning with --strict."""
     from toposcan.errors import InputError as _InputError
 
-    if fmt not in ("text", "json"):
-        raise _InputError(f"`format` must be one of {{text, json}}, got `{fmt}`", code="invalid_value")
     try:
+        if fmt not in ("text", "json"):  # a bad option: exit 2, as for the others
+            raise _InputError(f"`format` must be one of {{text, json}}, got `{fmt}`", code="invalid_value")
         report = toposcan.check(file, args=args, nodes=nodes, gpu=gpu, gpus_per_node=gpus_per_node, model=model,
                                 profile=profile, max_slowdown=max_slowdown, train_tokens=tokens)
     except ToposcanError as e:
@@ -325,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("error: interrupted\n")
         return 130
     except TyperException as e:  # usage errors: unknown option, bad value, missing argument
+        if type(e).__name__ == "NoArgsIsHelpError":  # `topo` alone: the help, as click prints it
+            sys.stderr.write(f"{e.format_message()}\n")
+            return 2
         sys.stderr.write(f"error: {e.format_message()}\n")
         return 2
     except KeyboardInterrupt:

@@ -71,6 +71,18 @@ def _plain(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns([pl.col(c).cast(pl.String) for c, t in df.schema.items() if isinstance(t, pl.Enum)])
 
 
+def _flat(df: pl.DataFrame) -> pl.DataFrame:
+    """CSV has no nesting: a struct becomes one column per field (`fit` -> `fit_mape`, ...), a list
+    its items joined by `;`."""
+    for c, t in df.schema.items():
+        if isinstance(t, pl.Struct):
+            parts = [pl.col(c).struct.field(f.name).alias(f"{c}_{f.name}") for f in t.fields]
+            df = df.with_columns(parts).drop(c)
+        elif isinstance(t, pl.List):
+            df = df.with_columns(pl.col(c).cast(pl.List(pl.String)).list.join(";"))
+    return df
+
+
 def write(df: pl.DataFrame, fmt: str, out: str | None, *, columns: list[str] | None = None) -> None:
     """Writes ``df`` as ``fmt`` to ``out`` (a path) or stdout. Parquet needs a path."""
     if fmt not in FORMATS:
@@ -78,7 +90,10 @@ def write(df: pl.DataFrame, fmt: str, out: str | None, *, columns: list[str] | N
     if fmt == "parquet":
         if not out:
             raise InputError("`--format parquet` needs `-o FILE`", code="invalid_value")
-        _plain(df).write_parquet(out)
+        try:
+            _plain(df).write_parquet(out)
+        except OSError as e:
+            raise InputError(f"cannot write `{out}`: {e.strerror or e}", code="io_error") from None
         return
     if fmt == "table":
         text = text_table(df, columns)
@@ -86,7 +101,7 @@ def write(df: pl.DataFrame, fmt: str, out: str | None, *, columns: list[str] | N
         text = markdown(df, columns)
     elif fmt == "csv":
         buf = io.StringIO()
-        _plain(df).write_csv(buf)
+        _flat(_plain(df)).write_csv(buf)
         text = buf.getvalue().rstrip("\n")
     else:
         buf = io.StringIO()

@@ -33,13 +33,15 @@ GIB = 1024**3
 
 def _show(value: Any, *, quote: bool = False) -> str:
     """``value`` as a message prints it: on one line (line breaks escaped) and at most 120 characters."""
+    if isinstance(value, int) and value.bit_length() > 332:  # str() refuses ints over 4300 digits
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
     try:
         text = repr(value) if quote else str(value)
     except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the real error
         text = f"<{type(value).__name__}>"
     if not text.isprintable():
         text = repr(text)[1:-1]
-    return text if len(text) <= 120 else text[:117] + "..."
+    return text if len(text) <= 120 else text[:119] + "…"
 
 
 def positive_int(name: str, value: Any, *, minimum: int = 1, maximum: int = MAX_INT) -> int:
@@ -59,9 +61,9 @@ def positive_int(name: str, value: Any, *, minimum: int = 1, maximum: int = MAX_
     if not isinstance(value, int):
         raise InputError(f"`{name}` must be an integer, got {type(value).__name__}", code="invalid_value")
     if value < minimum:
-        raise InputError(f"`{name}` must be at least {minimum}, got {value}", code="invalid_value")
+        raise InputError(f"`{name}` must be at least {minimum}, got {_show(value)}", code="invalid_value")
     if value > maximum:
-        raise InputError(f"`{name}` must be at most {maximum}, got {value}", code="invalid_value")
+        raise InputError(f"`{name}` must be at most {maximum}, got {_show(value)}", code="invalid_value")
     return value
 
 
@@ -71,6 +73,8 @@ def positive_float(name: str, value: Any, *, minimum: float = 0.0, maximum: floa
         raise InputError(f"`{name}` must be a number, got {value}", code="invalid_value")
     try:
         v = float(value)
+    except OverflowError:  # an int too large for a float
+        v = math.inf
     except (TypeError, ValueError):
         raise InputError(f"`{name}` must be a number, got `{_show(value)}`", code="invalid_value") from None
     ok = math.isfinite(v) and (v >= minimum if inclusive_min else v > minimum) and v <= maximum
@@ -84,7 +88,8 @@ def positive_float(name: str, value: Any, *, minimum: float = 0.0, maximum: floa
 def choice(name: str, value: Any, allowed: Iterable[str]) -> str:
     allowed = tuple(allowed)
     if not isinstance(value, str) or value not in allowed:
-        raise InputError(f"`{name}` must be one of {{{', '.join(allowed)}}}, got {_show(value, quote=True)}", code="invalid_value")
+        raise InputError(f"`{name}` must be one of {{{', '.join(allowed)}}}, got {_show(value, quote=True)}",
+                         code="invalid_value")
     return value
 
 
@@ -164,20 +169,17 @@ def cluster_dict(gpu: str, nodes: Any, gpus_per_node: Any) -> dict[str, Any]:
 
 
 def model_dict(model: str | None, fields: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """The core's model dict and a label for it. Fields given override the catalog entry; a model
+    """The core's model dict and a label for it. Fields given override the catalog entry (the default
+    model's when no model is named and not all of layers, hidden and heads are given); a model
     given only by fields gets GPT-3-style defaults (GELU, ffn = 4 hidden, learned positions, tied
     embeddings, LayerNorm with biases, vocab 50257, seq 2048)."""
     given = {k: v for k, v in fields.items() if v is not None}
     if model is not None:
         base = dict(catalog.model_spec(model))
         label = model
-    elif given:
-        missing = [k for k in ("layers", "hidden", "heads") if k not in given]
-        if missing:
-            raise InputError(f"a model given by its fields needs `{'`, `'.join(missing)}` (or `model=`)",
-                             code="missing_field", hint="or pick a catalog model: `topo models`")
+    elif all(k in given for k in ("layers", "hidden", "heads")):
         hidden = positive_int("hidden", given["hidden"], maximum=1 << 22)
-        act = given.get("activation", "gelu")
+        act = choice("activation", given.get("activation", "gelu"), ACTIVATIONS)
         base = {
             "layers": 0, "hidden": hidden, "heads": 0, "kv_heads": 0, "head_dim": 0,
             "ffn_hidden": 4 * hidden if act == "gelu" else 256 * math.ceil(8 * hidden / 3 / 256),
@@ -187,7 +189,7 @@ def model_dict(model: str | None, fields: dict[str, Any]) -> tuple[dict[str, Any
             "kv_lora_rank": 0, "qk_rope_head_dim": 0, "qk_nope_head_dim": 0, "v_head_dim": 0,
         }
         label = "custom"
-    else:
+    else:  # the default model, with whatever fields were given overriding its own
         base = dict(catalog.model_spec(DEFAULT_MODEL))
         label = DEFAULT_MODEL
     m = dict(base)
@@ -231,7 +233,9 @@ def model_dict(model: str | None, fields: dict[str, Any]) -> tuple[dict[str, Any
         m["position_rows"] = m["seq_len"] + offset
     if m["attention"] != "mla" and m["head_dim"] * m["heads"] != m["hidden"]:
         raise InputError(f"`hidden` {m['hidden']} must be a multiple of `heads` {m['heads']}",
-                         code="hidden_not_divisible_by_heads")
+                         code="hidden_not_divisible_by_heads",
+                         hint=f"`{label}` has hidden {base['hidden']} and {base['heads']} heads: give both to change "
+                         "them" if label != "custom" else None)
     if m["experts"] and not (1 <= m["topk"] <= m["experts"]):
         raise InputError(f"`topk` must be between 1 and `experts` ({m['experts']}), got {m['topk']}",
                          code="invalid_value")
@@ -255,7 +259,9 @@ def default_profile(gpu: str | None) -> str:
 
 def profile_dict(name: str | None, gpu: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The core's profile dict and the catalog entry (for framework defaults)."""
-    p = catalog.profile_spec(name or default_profile(gpu))
+    if name is None or (isinstance(name, str) and not name):
+        name = default_profile(gpu)
+    p = catalog.profile_spec(name)
     core = {k: float(p[k]) for k in ("gemm_efficiency", "attention_efficiency", "memory_efficiency", "intra_link_efficiency",
                                      "inter_link_efficiency", "layer_overhead_s", "dp_overlap", "step_overhead_s",
                                      "fragmentation", "grad_bytes", "grad_shard_bytes")}
