@@ -383,6 +383,7 @@ REGRESSIONS = [
     (toposcan.enumerate, {"pareto": 5}, "pareto"),
     (toposcan.enumerate, {"pareto": ("a", "mem_gb")}, "pareto"),
     (toposcan.enumerate, {"objective": "not_a_column"}, "objective"),
+    (toposcan.enumerate, {"objective": "1\n2"}, "objective"),  # found by hypothesis
     (toposcan.enumerate, {"sequence_parallel": 1.5}, "sequence_parallel"),
     (toposcan.enumerate, {"params": 1e9, "tolerance": "abc%"}, "tolerance"),
     (toposcan.enumerate, {"params": 1e9, "tolerance": "%"}, "tolerance"),

@@ -160,8 +160,13 @@ def evaluate(
 
 
 def _column(name: str, value: Any) -> str:
+    """A column name of the result frame (`_core.column_info`), checked before the run."""
+    columns = [c for c, _, _ in _core.column_info()]
     if not isinstance(value, str):
         raise InputError(f"`{name}` must be a column name, got {spec._show(value, quote=True)}", code="invalid_value")
+    if value not in columns:
+        raise InputError(f"`{name}`: `{spec._show(value)}` is not a column; one of: {', '.join(columns)}",
+                         code="invalid_value")
     return value
 
 

@@ -6,6 +6,7 @@
 use crate::columns::{Better, Column, Row};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 /// An objective: a column and its direction.
 #[derive(Clone, Copy)]
@@ -53,6 +54,38 @@ impl Ord for Ranked {
     }
 }
 
+/// The k-th best key of a top-k run, shared by its threads. Any thread's own k-th best is an upper
+/// bound on the final one, so a row with a worse key cannot enter the answer and need not be
+/// kept: the result is the same, the threads just push fewer rows. Keys are stored as `u64`s whose
+/// order is the order of the `f64`s, so `fetch_min` keeps the tightest bound.
+pub struct SharedBound(AtomicU64);
+
+impl Default for SharedBound {
+    fn default() -> Self {
+        SharedBound(AtomicU64::new(u64::MAX))
+    }
+}
+
+impl SharedBound {
+    fn encode(x: f64) -> u64 {
+        let b = x.to_bits();
+        if b >> 63 == 1 {
+            !b
+        } else {
+            b | (1 << 63)
+        }
+    }
+
+    /// A key no worse than the bound (ties kept: the row index decides them later).
+    pub fn admits(&self, key: f64) -> bool {
+        Self::encode(key) <= self.0.load(AtomicOrdering::Relaxed)
+    }
+
+    pub fn tighten(&self, key: f64) {
+        self.0.fetch_min(Self::encode(key), AtomicOrdering::Relaxed);
+    }
+}
+
 /// What to keep.
 #[derive(Clone, Copy)]
 pub enum Reducer {
@@ -96,7 +129,30 @@ impl Acc {
                 heap.len() < *k || heap.peek().is_some_and(|w| cmp_key((objective.key(r), r.index), (w.key, w.row.index)) == Ordering::Less)
             }
             Acc::All { cap, rows, .. } => rows.len() < *cap,
-            Acc::Pareto { .. } => true,
+            Acc::Pareto { a, b, front } => {
+                let p = (a.key(r), b.key(r), r.index);
+                !front.iter().any(|(x, y, q)| dominates((*x, *y, q.index), p))
+            }
+        }
+    }
+
+    /// [`Acc::wants`], also asking the threads' [`SharedBound`] (top-k only).
+    pub fn wants_within(&self, r: &Row, bound: &SharedBound) -> bool {
+        match self {
+            Acc::TopK { objective, .. } => bound.admits(objective.key(r)) && self.wants(r),
+            _ => self.wants(r),
+        }
+    }
+
+    /// [`Acc::push`], then tightens the shared bound once this top-k is full.
+    pub fn push_within(&mut self, r: Row, bound: &SharedBound) {
+        self.push(r);
+        if let Acc::TopK { k, heap, .. } = self {
+            if heap.len() == *k {
+                if let Some(w) = heap.peek() {
+                    bound.tighten(w.key);
+                }
+            }
         }
     }
 

@@ -357,11 +357,14 @@ pub struct Score {
 /// Memory of stage `stage` with the profile's fixed overhead and fragmentation, bytes.
 pub fn stage_memory(m: &Model, s: &Strategy, prof: &Profile, stage: u32) -> memory::Parts {
     let p = params::stage_rank(m, s.tp, s.ep, s.pp, stage);
-    stage_memory_with(m, s, prof, stage, p, memory::layer_activations(m, s), s.grad_accum().max(1))
+    let act = memory::stage_activations(m, s, stage, s.grad_accum().max(1), memory::layer_activations(m, s));
+    stage_memory_from(m, s, prof, p, act)
 }
 
-fn stage_memory_with(m: &Model, s: &Strategy, prof: &Profile, stage: u32, p: f64, acts: (f64, f64), micro: u32) -> memory::Parts {
-    let mut parts = memory::stage_with(m, s, stage, micro, p, acts, prof.grad_bytes, prof.grad_shard_bytes);
+/// A stage's memory from its ZeRO-independent part, with the profile's overhead and fragmentation.
+#[inline]
+fn stage_memory_from(m: &Model, s: &Strategy, prof: &Profile, p: f64, act: (f64, f64)) -> memory::Parts {
+    let mut parts = memory::stage_from(m, s, p, act, prof.grad_bytes, prof.grad_shard_bytes);
     parts.overhead = prof.memory_overhead_bytes + prof.fragmentation * (parts.activations + parts.logits);
     parts
 }
@@ -401,14 +404,14 @@ pub fn memory_peak(m: &Model, c: &Cluster, s: &Strategy, prof: &Profile, opt: &O
 
 /// [`memory_peak`] with the model's per-layer parameter counts computed once (enumeration).
 pub fn memory_peak_with(counts: &params::LayerCounts, m: &Model, c: &Cluster, s: &Strategy, prof: &Profile, opt: &Options) -> MemPeak {
-    let (p_first, p_last) = stage_params(counts, m, s);
+    let (p_first, p_last) = stage_params(counts, m, s.tp, s.ep, s.pp);
     memory_peak_from(m, c, s, prof, opt, p_first, p_last, memory::layer_activations(m, s))
 }
 
 /// Parameters per rank of the first and last pipeline stage.
-pub fn stage_params(counts: &params::LayerCounts, m: &Model, s: &Strategy) -> (f64, f64) {
-    let p_first = params::stage_rank_with(counts, m, s.tp, s.ep, s.pp, 0);
-    let p_last = if s.pp > 1 { params::stage_rank_with(counts, m, s.tp, s.ep, s.pp, s.pp - 1) } else { p_first };
+pub fn stage_params(counts: &params::LayerCounts, m: &Model, tp: u32, ep: u32, pp: u32) -> (f64, f64) {
+    let p_first = params::stage_rank_with(counts, m, tp, ep, pp, 0);
+    let p_last = if pp > 1 { params::stage_rank_with(counts, m, tp, ep, pp, pp - 1) } else { p_first };
     (p_first, p_last)
 }
 
@@ -416,9 +419,25 @@ pub fn stage_params(counts: &params::LayerCounts, m: &Model, s: &Strategy) -> (f
 /// ([`memory::layer_activations`]), which enumeration computes once for many candidates.
 #[allow(clippy::too_many_arguments)]
 pub fn memory_peak_from(m: &Model, c: &Cluster, s: &Strategy, prof: &Profile, opt: &Options, p_first: f64, p_last: f64, acts: (f64, f64)) -> MemPeak {
+    memory_peak_parts(m, c, s, prof, opt, (p_first, p_last), stage_activations(m, s, acts))
+}
+
+/// The ZeRO-independent memory ([`memory::stage_activations`]) of the first and the last stage.
+#[inline]
+pub fn stage_activations(m: &Model, s: &Strategy, acts: (f64, f64)) -> ((f64, f64), (f64, f64)) {
     let micro = s.grad_accum().max(1);
-    let first = stage_memory_with(m, s, prof, 0, p_first, acts, micro);
-    let last = if s.pp > 1 { stage_memory_with(m, s, prof, s.pp - 1, p_last, acts, micro) } else { first };
+    let first = memory::stage_activations(m, s, 0, micro, acts);
+    let last = if s.pp > 1 { memory::stage_activations(m, s, s.pp - 1, micro, acts) } else { first };
+    (first, last)
+}
+
+/// [`memory_peak`] from the stage parameters and the [`stage_activations`]: what enumeration
+/// computes per ZeRO stage.
+#[inline]
+pub fn memory_peak_parts(m: &Model, c: &Cluster, s: &Strategy, prof: &Profile, opt: &Options, params: (f64, f64), act: ((f64, f64), (f64, f64))) -> MemPeak {
+    let (p_first, p_last) = params;
+    let first = stage_memory_from(m, s, prof, p_first, act.0);
+    let last = if s.pp > 1 { stage_memory_from(m, s, prof, p_last, act.1) } else { first };
     let (mem, mem_stage) = if last.total() > first.total() { (last, s.pp - 1) } else { (first, 0) };
     let fits = mem.total() <= c.gpu.memory_bytes * (1.0 - opt.headroom);
     MemPeak { first, last, mem, mem_stage, fits, p_first, p_last }

@@ -13,10 +13,10 @@ use crate::columns::Row;
 use crate::error::{Result, TopoError};
 use crate::formulas::params;
 use crate::profile::Profile;
-use crate::reduce::{Acc, Reducer};
+use crate::reduce::{Acc, Reducer, SharedBound};
 use crate::rules::{self, Reject};
 use crate::formulas::memory;
-use crate::score::{assemble, memory_peak_from, stage_params, LayerBase, LayerCost, Options};
+use crate::score::{assemble, memory_peak_parts, stage_activations, stage_params, LayerBase, LayerCost, Options};
 use crate::spec::{Cluster, Model, Precision, Recompute, Strategy};
 use rayon::prelude::*;
 use std::time::Instant;
@@ -191,6 +191,7 @@ pub fn enumerate(space: &Space, reducer: &Reducer, progress: &mut dyn FnMut(u64,
     let mut acc = reducer.empty();
     let mut stats = Stats { candidates: total, pruned: vec![0; Reject::ALL.len()], ..Default::default() };
     let chunk = (n_blocks / 256).clamp(16, 4096);
+    let bound = SharedBound::default();
     let mut b0 = 0u64;
     while b0 < n_blocks {
         let b1 = (b0 + chunk).min(n_blocks);
@@ -198,7 +199,7 @@ pub fn enumerate(space: &Space, reducer: &Reducer, progress: &mut dyn FnMut(u64,
         let out = (b0..b1)
             .into_par_iter()
             .fold(|| BlockOut::new(reducer), |mut o, b| {
-                run_block(space, b, per_block, &mut o);
+                run_block(space, b, per_block, &bound, &mut o);
                 o
             })
             .reduce(|| BlockOut::new(reducer), |mut a, b| {
@@ -222,7 +223,7 @@ pub fn enumerate(space: &Space, reducer: &Reducer, progress: &mut dyn FnMut(u64,
     Ok((acc.finish(), stats))
 }
 
-fn run_block(space: &Space, block: u64, per_block: u64, out: &mut BlockOut) {
+fn run_block(space: &Space, block: u64, per_block: u64, bound: &SharedBound, out: &mut BlockOut) {
     let d = space.dims();
     let ti = (block % d[3]) as usize;
     let shape_i = block / d[3];
@@ -284,6 +285,12 @@ fn run_block(space: &Space, block: u64, per_block: u64, out: &mut BlockOut) {
             continue;
         }
         for &ep in &space.ep {
+            // Parameters per rank of the first and last stage, per pp: (tp, ep, pp) only.
+            let stage_p: Vec<(f64, f64)> = space
+                .pp
+                .iter()
+                .map(|&pp| stage_params(&counts, &m, tp.min(m.heads), ep, pp.min(m.layers)))
+                .collect();
             for &mbs in &space.mbs {
                 let mut base: Option<LayerBase> = None;
                 for &sp in &space.sequence_parallel {
@@ -308,7 +315,7 @@ fn run_block(space: &Space, block: u64, per_block: u64, out: &mut BlockOut) {
                         // Per-layer activations depend on (tp, cp, mbs, sp, recompute) only.
                         let safe_proto = Strategy { tp: tp.min(m.heads), ..proto };
                         let acts = memory::layer_activations(&m, &safe_proto);
-                        for &pp in &space.pp {
+                        for (pi, &pp) in space.pp.iter().enumerate() {
                             let denom = tp as u64 * cp as u64 * pp as u64;
                             if !space.keep_infeasible && (gpus % denom != 0 || m.layers < pp) {
                                 let r = if gpus % denom != 0 { Reject::GpusMismatch } else { Reject::TooFewLayersForPp };
@@ -317,7 +324,7 @@ fn run_block(space: &Space, block: u64, per_block: u64, out: &mut BlockOut) {
                                 continue;
                             }
                             let dp = (gpus / denom).max(1) as u32;
-                            let (p_first, p_last) = stage_params(&counts, &m, &Strategy { pp: pp.min(m.layers), ..safe_proto });
+                            let params = stage_p[pi];
                             for &vpp in &space.vpp {
                                 for &gbs in &space.gbs {
                                     // Only the ZeRO-with-pipeline rule depends on the ZeRO stage: check the
@@ -331,6 +338,9 @@ fn run_block(space: &Space, block: u64, per_block: u64, out: &mut BlockOut) {
                                             continue;
                                         }
                                     }
+                                    // Activations and logits do not depend on the ZeRO stage either.
+                                    let safe0 = Strategy { pp: pp.min(m.layers), tp: tp.min(m.heads), ..s0 };
+                                    let act = stage_activations(&m, &safe0, acts);
                                     for &z in &space.zero_stage {
                                         let s = Strategy { zero_stage: z, ..s0 };
                                         let idx = index;
@@ -339,8 +349,8 @@ fn run_block(space: &Space, block: u64, per_block: u64, out: &mut BlockOut) {
                                             out.pruned[Reject::ZeroWithPipeline as usize] += 1;
                                             continue;
                                         }
-                                        let safe = Strategy { pp: pp.min(m.layers), tp: tp.min(m.heads), ..s };
-                                        let mem = memory_peak_from(&m, c, &safe, &space.profile, &space.options, p_first, p_last, acts);
+                                        let safe = Strategy { zero_stage: z, ..safe0 };
+                                        let mem = memory_peak_parts(&m, c, &safe, &space.profile, &space.options, params, act);
                                         if !mem.fits && !space.keep_infeasible {
                                             out.pruned[Reject::Oom as usize] += 1;
                                             continue;
@@ -352,8 +362,8 @@ fn run_block(space: &Space, block: u64, per_block: u64, out: &mut BlockOut) {
                                         let score = assemble(lc, &m, c, &safe, &space.profile, &space.options, mem);
                                         out.scored += 1;
                                         let row = Row { index: idx, nodes: c.nodes, gpus_per_node: c.gpus_per_node, model: m, strategy: s, score };
-                                        if out.acc.wants(&row) {
-                                            out.acc.push(row);
+                                        if out.acc.wants_within(&row, bound) {
+                                            out.acc.push_within(row, bound);
                                         }
                                     }
                                 }

@@ -43,6 +43,7 @@ impl Parts {
 /// Bytes of weights, gradients and optimizer state for `p` parameters on one rank, with
 /// `grad_bytes` per parameter of full-size gradient buffer and `grad_shard_bytes` of fp32
 /// gradient partition (over DP) kept by the optimizer.
+#[inline]
 pub fn model_states(p: f64, s: &Strategy, grad_bytes: f64, grad_shard_bytes: f64) -> (f64, f64, f64) {
     let dp = s.dp as f64;
     let w_bytes = match s.precision {
@@ -93,6 +94,7 @@ pub fn layer_activations(m: &Model, s: &Strategy) -> (f64, f64) {
 
 /// Micro batches whose activations stage `stage` holds at the peak of a 1F1B (or interleaved)
 /// schedule with `micro` micro batches per iteration.
+#[inline]
 pub fn in_flight(pp: u32, stage: u32, micro: u32, vpp: u32) -> f64 {
     let base = (pp - stage).min(micro.max(1)) as f64;
     if vpp > 1 && stage == 0 {
@@ -114,7 +116,13 @@ pub fn stage(m: &Model, s: &Strategy, stage: u32, micro: u32, grad_bytes: f64, g
 /// [`stage`] with the stage's parameters per rank `p` and the [`layer_activations`] known.
 #[allow(clippy::too_many_arguments)]
 pub fn stage_with(m: &Model, s: &Strategy, stage: u32, micro: u32, p: f64, acts: (f64, f64), grad_bytes: f64, grad_shard_bytes: f64) -> Parts {
-    let (weights, gradients, optimizer) = model_states(p, s, grad_bytes, grad_shard_bytes);
+    stage_from(m, s, p, stage_activations(m, s, stage, micro, acts), grad_bytes, grad_shard_bytes)
+}
+
+/// The part of a stage's memory that does not depend on the ZeRO stage: activations of the
+/// micro batches in flight (with the point-to-point buffers) and, on the last stage, the logits.
+#[inline]
+pub fn stage_activations(m: &Model, s: &Strategy, stage: u32, micro: u32, acts: (f64, f64)) -> (f64, f64) {
     let layers = params::stage_layers(m.layers, s.pp, stage) as f64;
     let (per_layer, working) = acts;
     let sbh = m.seq_len as f64 / s.cp as f64 * s.mbs as f64 * m.hidden as f64 * s.precision.compute_bytes()
@@ -127,9 +135,17 @@ pub fn stage_with(m: &Model, s: &Strategy, stage: u32, micro: u32, p: f64, acts:
     } else {
         0.0
     };
+    (activations, logits)
+}
+
+/// A stage's memory from its [`stage_activations`]: model states for `p` parameters per rank
+/// under the strategy's ZeRO stage, and ZeRO-3's gather buffers.
+#[inline]
+pub fn stage_from(m: &Model, s: &Strategy, p: f64, act: (f64, f64), grad_bytes: f64, grad_shard_bytes: f64) -> Parts {
+    let (weights, gradients, optimizer) = model_states(p, s, grad_bytes, grad_shard_bytes);
     // ZeRO-3 gathers the next layer's full weights while computing the current one.
     let buffers = if s.zero_stage >= 3 { 2.0 * params::dense_layer(m) as f64 / s.tp as f64 * 2.0 } else { 0.0 };
-    Parts { weights, gradients, optimizer, activations, logits, buffers, overhead: 0.0 }
+    Parts { weights, gradients, optimizer, activations: act.0, logits: act.1, buffers, overhead: 0.0 }
 }
 
 #[cfg(test)]

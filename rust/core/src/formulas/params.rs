@@ -95,6 +95,7 @@ pub fn active(m: &Model) -> u64 {
 
 /// Vocabulary padded as Megatron-LM does: up to a multiple of `128 * tp`
 /// (`--make-vocab-size-divisible-by 128`, `_vocab_size_with_padding`).
+#[inline]
 pub fn padded_vocab(vocab: u32, tp: u32) -> u64 {
     let unit = 128u64 * tp as u64;
     (vocab as u64).div_ceil(unit) * unit
@@ -102,6 +103,7 @@ pub fn padded_vocab(vocab: u32, tp: u32) -> u64 {
 
 /// Layers held by each pipeline stage: as even as possible, the first `layers % pp` stages one more
 /// (Megatron-DeepSpeed's balanced partition); `None` when there are fewer layers than stages.
+#[inline]
 pub fn stage_layers(layers: u32, pp: u32, stage: u32) -> u32 {
     let base = layers / pp;
     base + u32::from(stage < layers % pp)
