@@ -277,15 +277,18 @@ def enumerate(
     gpn = cluster_d["gpus_per_node"]
     search = params is not None
     # With a parameter budget and no explicit shape, search around the base model: hidden from half
-    # to 1.5x in steps of 128, layers from half to 1.5x, heads among common counts.
+    # to 1.5x in steps of 128, layers from half to 1.5x, heads as below.
     base_h, base_l = model_d["hidden"], model_d["layers"]
     hidden_l = (spec.int_list("hidden", hidden, maximum=1 << 22) if hidden is not None
                 else list(range(max(128, base_h // 2 // 128 * 128), base_h * 3 // 2 + 1, 128)) if search
                 else [base_h])
     layers_l = (spec.int_list("layers", layers, maximum=1 << 20) if layers is not None
                 else list(range(max(1, base_l // 2), base_l * 3 // 2 + 1)) if search else [base_l])
+    # Default head counts: those giving a head dimension of 64-256 at the base hidden size, the range of
+    # published LLMs (GPT-3, BLOOM, Llama: 128; Falcon: 64; Gemma: 256) and of FlashAttention's kernels.
+    common_heads = {h for h in (32, 48, 64, 80, 96, 112, 128, 160, 192, 256) if 64 <= base_h / h <= 256}
     heads_l = (spec.int_list("heads", heads, maximum=1 << 16) if heads is not None
-               else sorted({16, 32, 64, 96, 128, model_d["heads"]}) if search else [model_d["heads"]])
+               else sorted(common_heads | {model_d["heads"]}) if search else [model_d["heads"]])
     params_range = None
     if params is not None:
         budget = spec.positive_float("params", params, maximum=1e16)
