@@ -231,6 +231,18 @@ def test_evaluate_broken_rule_exits_1(capsys):
     assert rc == 1 and "BROKEN RULE" in out and "gbs" in out
 
 
+def test_validate_machine_formats_are_one_document(capsys):
+    # csv: one table per stream (rows on stdout, the summary on stderr); json: one object with both
+    rc, out, err = topo(capsys, "validate", "--table", "seed004-tflops", "--format", "csv")
+    assert rc == 0
+    rows = pl.read_csv(io.StringIO(out))
+    assert {"measured", "predicted", "error_pct"} <= set(rows.columns) and rows.height == 5  # seeds/004: 5 runs
+    assert "mape" in err
+    rc, out, _ = topo(capsys, "validate", "--table", "seed004-tflops", "--format", "json")
+    doc = json.loads(out)
+    assert rc == 0 and len(doc["rows"]) == 5 and doc["summary"][0]["table"] == "seed004-tflops"
+
+
 def test_validate_summary(capsys):
     rc, out, _ = topo(capsys, "validate", "--table", "seed002", "--summary", "--format", "csv")
     assert rc == 0

@@ -6,6 +6,7 @@ user error, 2 for a usage error or an internal one. Never a traceback.
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Annotated, Any, Optional
 
@@ -291,7 +292,7 @@ def check_cmd(
 
 @app.command("validate")
 def validate_cmd(
-    table: Annotated[StrOpt, Opt("--table", "-t", help="seed001, seed001-all, seed001-mem, seed002, seed002-<table>, accounting.")] = None,
+    table: Annotated[StrOpt, Opt("--table", "-t", help="seed001, seed001-all, seed001-mem, seed002, seed002-<table>, accounting or one of its tables (seed001-tflops, seed002-mfu, ...).")] = None,
     fmt: Annotated[str, Opt("--format", "-f", help="table, csv, json or markdown.")] = "table",
     summary_only: Annotated[bool, Opt("--summary", help="Only the per-table summary.")] = False,
     fit: Annotated[bool, Opt("--fit", help="Refit every profile on its rows and print the constants.")] = False,
@@ -309,13 +310,25 @@ def validate_cmd(
                 sys.stdout.write(f"{name}: memory_overhead_gib {r['memory']['memory_overhead_gib']:.3g}, "
                                  f"fragmentation {r['memory']['fragmentation']:.3g}\n")
         return
+    spec.choice("format", fmt, ("table", "csv", "json", "markdown"))
     rows, summary = v.validate(table)
+    sum_cols = ["table", "rows", "mape", "max_error", "spearman", "min_spearman_within"]
+    if fmt == "json":  # one document for machines
+        doc = {"rows": rows.to_dicts() if not summary_only else [], "summary": summary.to_dicts()}
+        sys.stdout.write(json.dumps(doc, default=str) + "\n")
+        return
+    if fmt == "csv":  # one table per stream: the rows, or the summary with --summary (and on stderr)
+        if summary_only:
+            render.write(summary, "csv", None)
+        else:
+            render.write(rows, "csv", None)
+            _stderr(render.text_table(summary, sum_cols))
+        return
     if not summary_only:
         cols = ["table", "group", "line", "config", "unit", "measured", "predicted", "error_pct"]
-        render.write(rows, fmt, None, columns=cols if fmt in ("table", "markdown") else None)
+        render.write(rows, fmt, None, columns=cols)
         sys.stdout.write("\n")
-    render.write(summary, fmt if fmt != "table" else "table", None,
-                 columns=["table", "rows", "mape", "max_error", "spearman", "min_spearman_within"])
+    render.write(summary, fmt, None, columns=sum_cols)
 
 
 def main(argv: list[str] | None = None) -> int:

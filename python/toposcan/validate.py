@@ -277,30 +277,33 @@ def summarize(df: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(out)
 
 
+#: The exact-accounting tables (FLOPs, MFU/HFU, parameters, energy) that ``accounting`` groups.
+ACCOUNTING_TABLES = ("seed001-tflops", "seed002-mfu", "seed002-hfu", "seed002-params", "seed004-tflops",
+                     "seed003-energy")
+
+
 def validate(table: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Measured beside predicted for every seed row, and a summary per table.
 
     ``table`` picks one table (``seed001``, ``seed001-all``, ``seed001-mem``, ``seed002``,
-    ``seed002-<table>``, ``accounting``); by default all of them.
+    ``seed002-<table>``, ``accounting`` or one of its :data:`ACCOUNTING_TABLES`); by default all of them.
     """
     parts: list[dict[str, Any]] = []
-    want = (lambda t: True) if table is None else (lambda t: t == table or t.startswith(table + "-")
-                                                  or (table == "accounting" and t.endswith(("-tflops", "-mfu", "-hfu", "-energy", "-params"))))
-    known = ("seed001", "seed001-all", "seed001-mem", "seed002", "accounting") + tuple(
-        f"seed002-{t}" for t in SEED002_PROFILE)
+    time_tables = ("seed001", "seed001-all", "seed001-mem", "seed002") + tuple(f"seed002-{t}" for t in SEED002_PROFILE)
+    known = time_tables + ("accounting",) + ACCOUNTING_TABLES
     if table is not None and table not in known:
         raise InputError(f"unknown table `{table}`; one of: {', '.join(known)}", code="invalid_value")
-    if want("seed001"):
+    if table in (None, "seed001"):
         parts += predict_time(seed001_cases("target"))
-    if want("seed001-all") and table is not None:
+    if table == "seed001-all":
         parts += predict_time(seed001_cases("all"))
-    if want("seed001-mem"):
+    if table in (None, "seed001-mem"):
         parts += predict_memory(seed001_memory_cases())
-    if table is None or table.startswith("seed002"):
+    if table is None or table in time_tables[3:]:
         t = None if table in (None, "seed002") else table.removeprefix("seed002-")
         parts += predict_time(seed002_cases(t))
-    if table in (None, "accounting"):
-        parts += accounting_rows()
+    if table is None or table == "accounting" or table in ACCOUNTING_TABLES:
+        parts += [r for r in accounting_rows() if table in (None, "accounting", r["table"])]
     df = pl.DataFrame(parts, infer_schema_length=None)
     return df, summarize(df)
 
