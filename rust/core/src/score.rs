@@ -95,12 +95,13 @@ fn gemm_bwd(g: Gemm, gpu: &Gpu, p: Precision) -> f64 {
 impl LayerCost {
     /// The cost for `s` (its micro batch, slicing, sequence parallelism and recompute).
     pub fn new(m: &Model, c: &Cluster, s: &Strategy) -> Self {
-        LayerBase::new(m, c, s).cost(s.sequence_parallel, s.recompute)
+        LayerBase::new(m, c, s).cost(s.sequence_parallel, s.recompute, (params::total(m) as f64, params::active(m) as f64))
     }
 }
 
 /// The expensive part of a [`LayerCost`] (every GEMM timed with quantization), shared by the
-/// sequence-parallel and recompute variants of one (model, tp, cp, ep, micro batch).
+/// sequence-parallel and recompute variants of one (model, tp, cp, ep, micro batch). It depends on
+/// the layer's shape, not on the number of layers, so enumeration reuses it across layer counts.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LayerBase {
     proj_fwd: f64,
@@ -128,8 +129,6 @@ pub struct LayerBase {
     p2p_bytes: f64,
     gemm_efficiency: f64,
     warnings: u32,
-    params_total: f64,
-    params_active: f64,
 }
 
 impl LayerBase {
@@ -284,14 +283,13 @@ impl LayerBase {
             p2p_bytes: th * bytes,
             gemm_efficiency,
             warnings,
-            params_total: params::total(m) as f64,
-            params_active: params::active(m) as f64,
         }
     }
 
     /// Adds sequence parallelism and recompute: forward, backward (about twice the forward's
     /// memory traffic) and the recomputed forward (full) or attention core (selective).
-    pub fn cost(&self, sequence_parallel: bool, recompute: Recompute) -> LayerCost {
+    /// `params` are the whole model's (total, active) parameters, carried for the FLOP counts.
+    pub fn cost(&self, sequence_parallel: bool, recompute: Recompute, params: (f64, f64)) -> LayerCost {
         let sp_div = if sequence_parallel { self.tp } else { 1.0 };
         let common = self.sp_elems / sp_div + self.rope_elems;
         let layer = |mlp: (f64, f64), elems: f64, extra_comm: f64| {
@@ -316,8 +314,8 @@ impl LayerBase {
             p2p_bytes: self.p2p_bytes,
             gemm_efficiency: self.gemm_efficiency,
             warnings: self.warnings,
-            params_total: self.params_total,
-            params_active: self.params_active,
+            params_total: params.0,
+            params_active: params.1,
         }
     }
 }

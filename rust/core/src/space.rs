@@ -19,6 +19,7 @@ use crate::formulas::memory;
 use crate::score::{assemble, memory_peak_parts, stage_activations, stage_params, LayerBase, LayerCost, Options};
 use crate::spec::{Cluster, Model, Precision, Recompute, Strategy};
 use rayon::prelude::*;
+use std::collections::HashMap;
 use std::time::Instant;
 
 /// Every list must be non-empty; single values are one-element lists.
@@ -161,11 +162,16 @@ struct BlockOut {
     acc: Acc,
     scored: u64,
     pruned: Vec<u64>,
+    /// Layer timings per (hidden, heads, tp), each a slot per (cp, ep, mbs), kept while one hidden
+    /// size is walked: blocks run layers outside heads and tp, and the timings do not depend on the
+    /// number of layers.
+    bases: HashMap<(u32, u32), Vec<Option<LayerBase>>>,
+    bases_hidden: u32,
 }
 
 impl BlockOut {
     fn new(reducer: &Reducer) -> Self {
-        BlockOut { acc: reducer.empty(), scored: 0, pruned: vec![0; Reject::ALL.len()] }
+        BlockOut { acc: reducer.empty(), scored: 0, pruned: vec![0; Reject::ALL.len()], bases: HashMap::new(), bases_hidden: 0 }
     }
 
     /// Merges the result of later blocks.
@@ -275,24 +281,30 @@ fn run_block(space: &Space, block: u64, per_block: u64, bound: &SharedBound, out
             return;
         }
     }
+    let (p_total, p_active) = (params::total(&m) as f64, params::active(&m) as f64);
+    if out.bases_hidden != m.hidden {
+        out.bases.clear();
+        out.bases_hidden = m.hidden;
+    }
+    let mut bases = out.bases.remove(&(m.heads, tp)).unwrap_or_else(|| vec![None; space.cp.len() * space.ep.len() * space.mbs.len()]);
     let inner_after_cp: u64 = d[5..].iter().product();
     let inner_after_pp: u64 = d[10..].iter().product();
     let mut index = block * per_block;
-    for &cp in &space.cp {
+    for (ci, &cp) in space.cp.iter().enumerate() {
         if gpus % (tp as u64 * cp as u64) != 0 && !space.keep_infeasible {
             prune_all(out, Reject::GpusMismatch, inner_after_cp);
             index += inner_after_cp;
             continue;
         }
-        for &ep in &space.ep {
+        for (ei, &ep) in space.ep.iter().enumerate() {
             // Parameters per rank of the first and last stage, per pp: (tp, ep, pp) only.
             let stage_p: Vec<(f64, f64)> = space
                 .pp
                 .iter()
                 .map(|&pp| stage_params(&counts, &m, tp.min(m.heads), ep, pp.min(m.layers)))
                 .collect();
-            for &mbs in &space.mbs {
-                let mut base: Option<LayerBase> = None;
+            for (mi, &mbs) in space.mbs.iter().enumerate() {
+                let base = &mut bases[(ci * space.ep.len() + ei) * space.mbs.len() + mi];
                 for &sp in &space.sequence_parallel {
                     for &rc in &space.recompute {
                         let proto = Strategy {
@@ -357,7 +369,7 @@ fn run_block(space: &Space, block: u64, per_block: u64, bound: &SharedBound, out
                                         }
                                         let lc = lc.get_or_insert_with(|| {
                                             let b = base.get_or_insert_with(|| LayerBase::new(&m, c, &Strategy { tp: tp.min(m.heads), ..proto }));
-                                            b.cost(sp, rc)
+                                            b.cost(sp, rc, (p_total, p_active))
                                         });
                                         let score = assemble(lc, &m, c, &safe, &space.profile, &space.options, mem);
                                         out.scored += 1;
@@ -374,6 +386,7 @@ fn run_block(space: &Space, block: u64, per_block: u64, bound: &SharedBound, out
             }
         }
     }
+    out.bases.insert((m.heads, tp), bases);
 }
 
 #[cfg(test)]
