@@ -20,9 +20,10 @@ impl Objective {
     pub fn key(&self, r: &Row) -> f64 {
         let v = (self.column.get)(r);
         let v = if v.is_nan() { f64::INFINITY } else { v };
+        // `+ 0.0` turns -0.0 into 0.0, so that `total_cmp` and `<=` agree on every key.
         match self.better {
-            Better::Lower => v,
-            Better::Higher => -v,
+            Better::Lower => v + 0.0,
+            Better::Higher => -v + 0.0,
         }
     }
 }
@@ -121,6 +122,17 @@ fn dominates(x: (f64, f64, u64), y: (f64, f64, u64)) -> bool {
     no_worse && (better || x.2 < y.2)
 }
 
+/// Whether a point of `front` dominates `p`. The front is sorted by its first key; along it the
+/// second key strictly falls (two points with equal first keys cannot both be undominated), so
+/// the only candidate is the last point whose first key is at most `p`'s.
+fn pareto_dominated(front: &[(f64, f64, Row)], p: (f64, f64, u64)) -> bool {
+    let j = front.partition_point(|(x, _, _)| x.total_cmp(&p.0) != Ordering::Greater);
+    j > 0 && {
+        let (x, y, q) = &front[j - 1];
+        dominates((*x, *y, q.index), p)
+    }
+}
+
 impl Acc {
     /// Would a row with this key be kept? Lets the caller skip building rows that cannot enter.
     pub fn wants(&self, r: &Row) -> bool {
@@ -129,10 +141,7 @@ impl Acc {
                 heap.len() < *k || heap.peek().is_some_and(|w| cmp_key((objective.key(r), r.index), (w.key, w.row.index)) == Ordering::Less)
             }
             Acc::All { cap, rows, .. } => rows.len() < *cap,
-            Acc::Pareto { a, b, front } => {
-                let p = (a.key(r), b.key(r), r.index);
-                !front.iter().any(|(x, y, q)| dominates((*x, *y, q.index), p))
-            }
+            Acc::Pareto { a, b, front } => !pareto_dominated(front, (a.key(r), b.key(r), r.index)),
         }
     }
 
@@ -169,11 +178,12 @@ impl Acc {
             }
             Acc::Pareto { a, b, front } => {
                 let p = (a.key(&r), b.key(&r), r.index);
-                if front.iter().any(|(x, y, q)| dominates((*x, *y, q.index), p)) {
+                if pareto_dominated(front, p) {
                     return;
                 }
                 front.retain(|(x, y, q)| !dominates(p, (*x, *y, q.index)));
-                front.push((p.0, p.1, r));
+                let at = front.partition_point(|(x, _, q)| cmp_key((*x, q.index), (p.0, p.2)) == Ordering::Less);
+                front.insert(at, (p.0, p.1, r));
             }
             Acc::All { cap, rows, truncated, .. } => {
                 if rows.len() < *cap {
@@ -209,11 +219,8 @@ impl Acc {
     pub fn finish(self) -> Vec<Row> {
         match self {
             Acc::TopK { heap, .. } => heap.into_sorted_vec().into_iter().map(|x| x.row).collect(),
-            Acc::Pareto { a, mut front, .. } => {
-                front.sort_by(|x, y| cmp_key((x.0, x.2.index), (y.0, y.2.index)));
-                let _ = a;
-                front.into_iter().map(|(_, _, r)| r).collect()
-            }
+            // Kept sorted by the first objective (then the index) as it was built.
+            Acc::Pareto { front, .. } => front.into_iter().map(|(_, _, r)| r).collect(),
             Acc::All { objective, mut rows, .. } => {
                 rows.sort_by(|x, y| cmp_key((objective.key(x), x.index), (objective.key(y), y.index)));
                 rows
