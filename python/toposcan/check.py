@@ -189,6 +189,8 @@ def _check_config(cfg: launch.LaunchConfig, label: str, *, nodes: Any, gpu: Any,
     notes = list(cfg.notes)
     if gpu is None or (isinstance(gpu, str) and not gpu):
         gpu = cfg.cluster.get("gpu")
+    else:  # the file's guesses at the GPU do not matter once it is given
+        notes = [n for n in notes if "pass --gpu" not in n]
     if gpu is None:
         raise InputError("the GPU is not in the file; give `--gpu` (see `topo gpus`)", code="missing_field")
     gpu_entry = catalog.gpu_spec(gpu)

@@ -60,8 +60,10 @@ def _model_fields(**kw: Any) -> dict[str, Any]:
     return {k: v for k, v in kw.items() if v is not None}
 
 
-def _header(kind: str, df_model: str, gpu: str, nodes: Any, stats: dict[str, Any] | None = None) -> None:
-    note = " (default: the model of seeds/001's 48-node study)" if df_model == spec.DEFAULT_MODEL else ""
+def _header(kind: str, df_model: str, gpu: str, nodes: Any, stats: dict[str, Any] | None = None, *,
+            named: bool = False) -> None:
+    """The run's one-line header on stderr (and its statistics); says when the model is the default."""
+    note = " (default: the model of seeds/001's 48-node study)" if df_model == spec.DEFAULT_MODEL and not named else ""
     _stderr(f"{kind}: model `{df_model}`{note}, gpu `{gpu}`, {nodes} nodes")
     if stats:
         pruned = ", ".join(f"{k} {v}" for k, v in sorted(stats["pruned"].items(), key=lambda kv: -kv[1]))
@@ -146,7 +148,7 @@ def enumerate_cmd(
         if e.message.startswith("`objective`"):
             e.message = "`sort`" + e.message[len("`objective`"):]
         raise
-    _header("enumerate", st["model"], gpu, nodes, st if (stats or fmt == "table") else None)
+    _header("enumerate", st["model"], gpu, nodes, st if (stats or fmt == "table") else None, named=model is not None)
     if stats and fmt != "table":
         _stderr(str(st))
     if df.height == 0:
@@ -206,7 +208,7 @@ def evaluate_cmd(
         render.write(row, fmt, None)
         return
     r = row.row(0, named=True)
-    _header("evaluate", r["model"], gpu, nodes)
+    _header("evaluate", r["model"], gpu, nodes, named=model is not None)
     lines = [
         f"params            {r['params']:,} ({r['params_active']:,} active)",
         f"dp tp pp          {r['dp']} x {r['tp']} x {r['pp']} (vpp {r['vpp']}, cp {r['cp']}, ep {r['ep']}) = {r['gpus']} GPUs",
