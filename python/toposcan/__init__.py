@@ -13,6 +13,7 @@ object for :func:`check`).
 from __future__ import annotations
 
 from toposcan.api import enumerate, evaluate
+from toposcan.calibrate import Calibration, calibrate
 from toposcan.check import CheckReport, check
 from toposcan.catalog import gpus, models, profiles
 from toposcan.errors import InputError, ParseError, ToposcanError, UnsupportedError
@@ -21,6 +22,7 @@ from toposcan.rules import REJECTS, WARNINGS, explain_warnings
 __version__ = "0.1.0"
 
 __all__ = [
+    "Calibration",
     "CheckReport",
     "InputError",
     "ParseError",
@@ -29,6 +31,7 @@ __all__ = [
     "UnsupportedError",
     "WARNINGS",
     "__version__",
+    "calibrate",
     "check",
     "enumerate",
     "evaluate",

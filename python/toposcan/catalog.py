@@ -45,8 +45,43 @@ def model_spec(name: str) -> dict[str, Any]:
 
 
 def profile_spec(name: str) -> dict[str, Any]:
-    """The constants of an efficiency profile (see ``data/profiles.toml``)."""
+    """The constants of an efficiency profile: a name in ``data/profiles.toml``, or the path of a
+    ``.toml`` file holding one profile table over a catalog ``base`` (as :func:`toposcan.calibrate`
+    writes it)."""
+    if isinstance(name, str) and name.endswith(".toml"):
+        return _profile_file(name)
     return _lookup("profile", "profiles.toml", name)
+
+
+def _profile_file(path: str) -> dict[str, Any]:
+    from toposcan.spec import _show
+
+    shown = _show(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = tomllib.loads(f.read())
+    except OSError as e:
+        raise InputError(f"`profile`: cannot read `{shown}`: {e.strerror or e}", code="io_error") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"`profile`: `{shown}` is not valid TOML ({_show(str(e).splitlines()[0])})",
+                         code="parse_error") from None
+    tables = [(k, v) for k, v in doc.items() if isinstance(v, dict)]
+    if len(tables) != 1:
+        raise InputError(f"`profile`: `{shown}` must hold exactly one profile table, found {len(tables)}",
+                         code="parse_error")
+    _, entry = tables[0]
+    base = entry.get("base")
+    if not isinstance(base, str) or base.endswith(".toml"):
+        raise InputError(f"`profile`: `{shown}` needs `base = \"<catalog profile>\"` (see `topo profiles`)",
+                         code="parse_error")
+    merged = {**_lookup("profile", "profiles.toml", base), **entry}
+    for key in ("gemm_efficiency", "attention_efficiency", "memory_efficiency", "intra_link_efficiency",
+                "inter_link_efficiency", "layer_overhead_s", "dp_overlap", "step_overhead_s", "memory_overhead_gib",
+                "fragmentation", "grad_bytes", "grad_shard_bytes"):
+        if not isinstance(merged.get(key), (int, float)) or isinstance(merged.get(key), bool):
+            raise InputError(f"`profile`: `{shown}`: `{key}` must be a number, got {_show(merged.get(key), quote=True)}",
+                             code="parse_error")
+    return merged
 
 
 def gpu_names() -> list[str]:

@@ -24,7 +24,8 @@ app = typer.Typer(
     "  topo enumerate --nodes 48 --gpu a100-80\n\n"
     "  topo enumerate --nodes 48 --gpu a100-80 --params 176e9 --tolerance 3% --hidden 12288:16384:128 --layers 60:100\n\n"
     "  topo evaluate --model bloom-176b --nodes 48 --tp 4 --pp 12 --mbs 2\n\n"
-    "  topo check launch.sh --nodes 48 --gpu a100-80 || exit 1",
+    "  topo check launch.sh --nodes 48 --gpu a100-80 || exit 1\n\n"
+    "  topo calibrate my_runs.csv -o mine.toml && topo enumerate --nodes 8 --gpu h100-80 --profile mine.toml",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -290,6 +291,35 @@ def check_cmd(
         raise typer.Exit(2) from None
     sys.stdout.write((report.to_json() if fmt == "json" else str(report)) + "\n")
     raise typer.Exit(report.exit_code(strict))
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    runs: Annotated[str, typer.Argument(help="Measured runs: a .csv, .parquet or .json table, one run per row, "
+                                              "columns named like evaluate's options plus step_time_s, "
+                                              "tokens_per_s_per_gpu or tflops_per_gpu (and optionally mem_gb).")],
+    base: Annotated[StrOpt, Opt(help="Catalog profile to start from (default: the one for the runs' GPU).")] = None,
+    name: Annotated[str, Opt(help="Name of the new profile.")] = "calibrated",
+    free: Annotated[StrOpt, Opt(help="Time constants the fit may move, comma-separated (default: all).")] = None,
+    output: Annotated[StrOpt, Opt("--output", "-o", help="Write the profile to FILE.toml, for --profile FILE.toml.")] = None,
+    fmt: Annotated[str, Opt("--format", "-f", help="text or json.")] = "text",
+) -> None:
+    """Fit a profile's constants to your own measured runs; use it everywhere with --profile FILE.toml."""
+    spec.choice("format", fmt, ("text", "json"))
+    if output is not None and not output.endswith(".toml"):
+        raise InputError(f"`output` must end in .toml (as --profile expects), got `{spec._show(output)}`",
+                         code="invalid_value")
+    free_l = [f.strip() for f in free.split(",") if f.strip()] if free is not None else None
+    cal = toposcan.calibrate(runs, base=base, name=name, free=free_l)
+    if output:
+        cal.save(output)
+    if fmt == "json":
+        sys.stdout.write(json.dumps(cal.to_dict(), default=str) + "\n")
+    else:
+        sys.stdout.write(str(cal) + "\n\n")
+        render.write(cal.runs, "table", None, columns=list(cal.runs.columns))
+    if output:
+        _stderr(f"wrote {output}; use it with --profile {output}")
 
 
 @app.command("validate")

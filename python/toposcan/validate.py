@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from toposcan import _core, api, spec
+from toposcan import api, spec
+from toposcan.calibrate import TIME_KEYS, core_inputs, fit_memory_terms, fit_time
 from toposcan.errors import InputError
 
 #: The issue's targets (tests hold the summaries to them).
@@ -316,53 +317,31 @@ FIT_START = {"gemm_efficiency": 0.75, "attention_efficiency": 0.5, "memory_effic
 
 
 def fit_profile(name: str, cases: list[Case], free: list[bool]) -> dict[str, Any]:
-    """Refits a profile's time constants on ``cases``; returns the constants and the fit errors."""
-    prof_d, _ = spec.profile_dict(name)
-    prof_d = {**prof_d, **FIT_START}
-    rows = []
-    measured = []
+    """Refits a profile's time constants on ``cases`` (from :data:`FIT_START`, so that the fit is a
+    function of its rows alone); returns the constants and the fit errors."""
+    start = {**spec.profile_dict(name)[0], **FIT_START}
+    runs, steps = [], []
     for c in cases:
-        kw = dict(c.kwargs)
-        model_d, _, cluster_d, _, prof_entry = api._inputs(kw.pop("model", None), kw.pop("gpu"), kw.pop("nodes"),
-                                                           kw.pop("gpus_per_node", None), kw.pop("profile", None),
-                                                           {k: kw.pop(k) for k in list(kw) if k in spec.MODEL_FIELDS})
-        gpus = cluster_d["nodes"] * cluster_d["gpus_per_node"]
-        strat = api._strategy(kw, gpus, prof_entry)
-        rows.append((model_d, cluster_d, strat))
+        model_d, cluster_d, strat, _ = core_inputs(c.kwargs)
+        runs.append((model_d, cluster_d, strat))
         # Throughput rows are fitted as step time: tokens per step / (tokens/s/GPU * GPUs).
-        if c.unit == "tok/s/GPU":
-            measured.append(strat["gbs"] * model_d["seq_len"] / (c.measured * gpus))
-        else:
-            measured.append(c.measured)
-    opts = spec.options_dict(0.0, 1e12, False, False)
-    prof, mape, max_err, loo = _core.fit_profile(rows, measured, free, prof_d, opts)
-    return {"profile": prof, "mape": mape, "max_error": max_err, "loo_mape": loo}
+        gpus = cluster_d["nodes"] * cluster_d["gpus_per_node"]
+        steps.append(strat["gbs"] * model_d["seq_len"] / (c.measured * gpus) if c.unit == "tok/s/GPU" else c.measured)
+    return fit_time(runs, steps, free, start)
 
 
 def fit_memory(cases: list[Case]) -> tuple[float, float, float]:
     """Least-squares fit of (memory_overhead_gib, fragmentation) to measured Mem values:
     ``measured = base + overhead + fragmentation * activations``. Returns the pair and the MAPE."""
-    xs, ys = [], []
-    for c in cases:
-        if math.isnan(c.measured):
-            continue
-        row = _evaluate(c.kwargs)
-        gib = 1.0
-        act = float(row["activations_gb"] + row["logits_gb"])
-        base = float(row["mem_gb"] - row["overhead_gb"])
-        xs.append([1.0, act])
-        ys.append(c.measured * gib - base)
-    a = np.array(xs)
-    y = np.array(ys)
-    (overhead, frag), *_ = np.linalg.lstsq(a, y, rcond=None)
-    if frag < 0:  # non-negative least squares: fragmentation cannot free memory
-        frag, overhead = 0.0, float(np.mean(y))
-    if overhead < 0:
-        overhead, frag = 0.0, float(max(0.0, (a[:, 1] @ y) / (a[:, 1] @ a[:, 1])))
-    pred = a @ np.array([overhead, frag])
-    meas = np.array([c.measured for c in cases if not math.isnan(c.measured)])
-    mape = float(np.mean(np.abs(y - pred) / meas)) * 100
-    return float(overhead), float(frag), mape
+    cases = [c for c in cases if not math.isnan(c.measured)]
+    rows = [_evaluate(c.kwargs) for c in cases]
+    base = [float(r["mem_gb"] - r["overhead_gb"]) for r in rows]
+    act = [float(r["activations_gb"] + r["logits_gb"]) for r in rows]
+    meas = [c.measured for c in cases]
+    overhead, frag = fit_memory_terms(base, act, meas)
+    pred = np.array(base) + overhead + frag * np.array(act)
+    mape = float(np.mean(np.abs(pred - np.array(meas)) / np.array(meas))) * 100
+    return overhead, frag, mape
 
 
 #: Which rows fit which profile, and which of the seven time constants each fit may move
@@ -389,8 +368,6 @@ def refit() -> dict[str, dict[str, Any]]:
     return out
 
 
-TIME_KEYS = ("gemm_efficiency", "memory_efficiency", "intra_link_efficiency", "inter_link_efficiency",
-             "layer_overhead_s", "dp_overlap", "step_overhead_s", "attention_efficiency")
 
 
 def profiles_toml(text: str, results: dict[str, dict[str, Any]]) -> str:
