@@ -89,3 +89,12 @@ def test_json_report_round_trips():
     r = toposcan.check(FIX + "bloom_tr11_176b_ml.slurm", gpu="a100-80", compare=False)
     d = json.loads(r.to_json())
     assert d["verdict"] == "warn" and d["config"]["tp"] == 4 and d["prediction"]["step_time_s"] > 0
+
+
+@pytest.mark.parametrize("gpu,profile", [("a100-40", "llm-foundry-a100-40"), ("h200", "llm-foundry-h100"),
+                                         ("a100-80", "llm-foundry-a100"), ("v100-32", "llm-foundry-a100")])
+def test_foundry_files_get_the_foundry_profile_for_their_gpu(gpu, profile):
+    # llm-foundry YAMLs are scored with the profiles fitted to llm-foundry's own runs (seeds/002), the
+    # one for the GPU where there is one (profiles.toml `default_for`).
+    r = toposcan.check(FIX + "foundry_mpt_7b_fsdp2.yaml", gpu=gpu, nodes=1, compare=False)
+    assert r.config["profile"] == profile

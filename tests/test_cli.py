@@ -153,6 +153,17 @@ def test_bad_input_is_one_line_naming_the_field(capsys, argv, code, field):
     assert out == ""
 
 
+def test_fields_without_a_model_override_the_default_model(capsys):
+    # no --model and not all of layers/hidden/heads: bloom-176b (the default) with the given fields; its
+    # 4x FFN follows a new hidden size, as it does when bloom-176b is named (hidden 4096 -> ffn 16384)
+    rc, out, err = topo(capsys, "evaluate", "--hidden", "4096", "--heads", "32", "--format", "csv")
+    named_rc, named, _ = topo(capsys, "evaluate", "--model", "bloom-176b", "--hidden", "4096", "--heads", "32",
+                              "--format", "csv")
+    assert rc == named_rc == 0
+    a, b = pl.read_csv(io.StringIO(out)), pl.read_csv(io.StringIO(named))
+    assert a["ffn_hidden"][0] == b["ffn_hidden"][0] == 16384 and a["params"][0] == b["params"][0]
+
+
 def test_empty_space_says_why(capsys):
     # hidden 4096 is not a multiple of 60 heads: every candidate breaks that rule, and the count says so
     rc, out, err = topo(capsys, "enumerate", "--hidden", "4096", "--heads", "60")
@@ -241,6 +252,14 @@ def test_validate_machine_formats_are_one_document(capsys):
     rc, out, _ = topo(capsys, "validate", "--table", "seed004-tflops", "--format", "json")
     doc = json.loads(out)
     assert rc == 0 and len(doc["rows"]) == 5 and doc["summary"][0]["table"] == "seed004-tflops"
+    # strict JSON: the OOM rows of seeds/001 have no measured value, written as null, never NaN
+    rc, out, _ = topo(capsys, "validate", "--table", "seed001-mem", "--format", "json")
+
+    def no_nan(c):
+        raise AssertionError(f"{c} in JSON output")
+
+    doc = json.loads(out, parse_constant=no_nan)
+    assert rc == 0 and any(r["measured"] is None for r in doc["rows"])
 
 
 def test_validate_summary(capsys):

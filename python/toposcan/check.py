@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toposcan import api, catalog, launch, spec
+from toposcan import api, catalog, launch, render, spec
 from toposcan.errors import InputError, ParseError, ToposcanError
 from toposcan.rules import WARNING_HELP, explain_warnings
 
@@ -92,7 +92,7 @@ class CheckReport:
         return d
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, default=_json_default)
+        return json.dumps(render.json_safe(self.to_dict()), indent=2, default=_json_default, allow_nan=False)
 
     def __str__(self) -> str:
         c = self.config
@@ -213,7 +213,10 @@ def _check_config(cfg: launch.LaunchConfig, label: str, *, nodes: Any, gpu: Any,
     if profile is not None and not (isinstance(profile, str) and not profile):
         prof_name = profile
     elif cfg.kind == "foundry":  # the profiles fitted to llm-foundry's own runs (seeds/002)
-        prof_name = "llm-foundry-h100" if gpu.startswith("h100") else "llm-foundry-a100"
+        d = spec.default_profile(gpu)
+        prof_name = d if d.startswith("llm-foundry") else "llm-foundry-a100"
+        if prof_name == "llm-foundry-h100" and sp.get("precision") == "fp8":
+            prof_name = "llm-foundry-h100-fp8"
     else:
         prof_name = spec.default_profile(gpu)
     if cfg.kind == "megatron" and sp.get("precision") == "bf16" and sp.get("zero_stage", 0) == 0 and sp.get("uneven_stages"):

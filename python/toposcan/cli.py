@@ -280,7 +280,7 @@ def check_cmd(
     from toposcan.errors import InputError as _InputError
 
     try:
-        if fmt not in ("text", "json"):  # a bad option: exit 2, as for the others
+        if fmt not in ("text", "json"):  # a bad option: exit 2, as check's other usage errors
             raise _InputError(f"`format` must be one of {{text, json}}, got `{fmt}`", code="invalid_value")
         report = toposcan.check(file, args=args, nodes=nodes, gpu=gpu, gpus_per_node=gpus_per_node, model=model,
                                 profile=profile, max_slowdown=max_slowdown, train_tokens=tokens)
@@ -314,7 +314,7 @@ def calibrate_cmd(
     if output:
         cal.save(output)
     if fmt == "json":
-        sys.stdout.write(json.dumps(cal.to_dict(), default=str) + "\n")
+        sys.stdout.write(json.dumps(render.json_safe(cal.to_dict()), default=str, allow_nan=False) + "\n")
     else:
         sys.stdout.write(str(cal) + "\n\n")
         render.write(cal.runs, "table", None, columns=list(cal.runs.columns))
@@ -347,7 +347,7 @@ def validate_cmd(
     sum_cols = ["table", "rows", "mape", "max_error", "spearman", "min_spearman_within"]
     if fmt == "json":  # one document for machines
         doc = {"rows": rows.to_dicts() if not summary_only else [], "summary": summary.to_dicts()}
-        sys.stdout.write(json.dumps(doc, default=str) + "\n")
+        sys.stdout.write(json.dumps(render.json_safe(doc), default=str, allow_nan=False) + "\n")
         return
     if fmt == "csv":  # one table per stream: the rows, or the summary with --summary (and on stderr)
         if summary_only:

@@ -71,6 +71,17 @@ def _plain(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns([pl.col(c).cast(pl.String) for c, t in df.schema.items() if isinstance(t, pl.Enum)])
 
 
+def json_safe(x: Any) -> Any:
+    """``x`` with NaN and infinities as None (JSON has no NaN; strict parsers reject it)."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    return x
+
+
 def _flat(df: pl.DataFrame) -> pl.DataFrame:
     """CSV has no nesting: a struct becomes one column per field (`fit` -> `fit_mape`, ...), a list
     its items joined by `;`."""

@@ -222,7 +222,7 @@ def model_dict(model: str | None, fields: dict[str, Any]) -> tuple[dict[str, Any
         # GQA ratio of the base kept when heads change; MHA stays MHA.
         ratio = base["heads"] // base["kv_heads"] if base.get("kv_heads") else 1
         m["kv_heads"] = m["heads"] // ratio if ratio and m["heads"] % ratio == 0 else m["heads"]
-    if "ffn_hidden" not in given and "hidden" in given and model is not None and base["hidden"]:
+    if "ffn_hidden" not in given and "hidden" in given and label != "custom" and base["hidden"]:
         if base["ffn_hidden"] == 4 * base["hidden"]:
             m["ffn_hidden"] = 4 * m["hidden"]
     if m["attention"] != "mla" and ("hidden" in given or "heads" in given or label == "custom"):
@@ -234,8 +234,8 @@ def model_dict(model: str | None, fields: dict[str, Any]) -> tuple[dict[str, Any
     if m["attention"] != "mla" and m["head_dim"] * m["heads"] != m["hidden"]:
         raise InputError(f"`hidden` {m['hidden']} must be a multiple of `heads` {m['heads']}",
                          code="hidden_not_divisible_by_heads",
-                         hint=f"`{label}` has hidden {base['hidden']} and {base['heads']} heads: give both to change "
-                         "them" if label != "custom" else None)
+                         hint=None if label == "custom" or ("hidden" in given and "heads" in given)
+                         else f"`{label}` has hidden {base['hidden']} and {base['heads']} heads: give both to change them")
     if m["experts"] and not (1 <= m["topk"] <= m["experts"]):
         raise InputError(f"`topk` must be between 1 and `experts` ({m['experts']}), got {m['topk']}",
                          code="invalid_value")

@@ -16,14 +16,18 @@ pub struct Objective {
 }
 
 impl Objective {
-    /// Orientation so that smaller is better; NaN sorts last.
+    /// Orientation so that smaller is better; NaN sorts last whichever the direction.
     pub fn key(&self, r: &Row) -> f64 {
         let v = (self.column.get)(r);
-        let v = if v.is_nan() { f64::INFINITY } else { v };
+        let k = match self.better {
+            Better::Lower => v,
+            Better::Higher => -v,
+        };
         // `+ 0.0` turns -0.0 into 0.0, so that `total_cmp` and `<=` agree on every key.
-        match self.better {
-            Better::Lower => v + 0.0,
-            Better::Higher => -v + 0.0,
+        if k.is_nan() {
+            f64::INFINITY
+        } else {
+            k + 0.0
         }
     }
 }

@@ -162,10 +162,10 @@ struct BlockOut {
     acc: Acc,
     scored: u64,
     pruned: Vec<u64>,
-    /// Layer timings per (hidden, heads, tp), each a slot per (cp, ep, mbs), kept while one hidden
-    /// size is walked: blocks run layers outside heads and tp, and the timings do not depend on the
-    /// number of layers.
-    bases: HashMap<(u32, u32), Vec<Option<LayerBase>>>,
+    /// Layer timings per (heads, tp) and (cp, ep, mbs), kept while one hidden size is walked:
+    /// blocks run layers outside heads and tp, and the timings do not depend on the number of
+    /// layers. Only timings some candidate needed are stored.
+    bases: HashMap<(u32, u32), HashMap<(u32, u32, u32), LayerBase>>,
     bases_hidden: u32,
 }
 
@@ -286,25 +286,24 @@ fn run_block(space: &Space, block: u64, per_block: u64, bound: &SharedBound, out
         out.bases.clear();
         out.bases_hidden = m.hidden;
     }
-    let mut bases = out.bases.remove(&(m.heads, tp)).unwrap_or_else(|| vec![None; space.cp.len() * space.ep.len() * space.mbs.len()]);
+    let mut bases = out.bases.remove(&(m.heads, tp)).unwrap_or_default();
+    // Parameters per rank of the first and last stage, per (ep, pp).
+    let stage_p: Vec<Vec<(f64, f64)>> = space
+        .ep
+        .iter()
+        .map(|&ep| space.pp.iter().map(|&pp| stage_params(&counts, &m, tp.min(m.heads), ep, pp.min(m.layers))).collect())
+        .collect();
     let inner_after_cp: u64 = d[5..].iter().product();
     let inner_after_pp: u64 = d[10..].iter().product();
     let mut index = block * per_block;
-    for (ci, &cp) in space.cp.iter().enumerate() {
+    for &cp in &space.cp {
         if gpus % (tp as u64 * cp as u64) != 0 && !space.keep_infeasible {
             prune_all(out, Reject::GpusMismatch, inner_after_cp);
             index += inner_after_cp;
             continue;
         }
         for (ei, &ep) in space.ep.iter().enumerate() {
-            // Parameters per rank of the first and last stage, per pp: (tp, ep, pp) only.
-            let stage_p: Vec<(f64, f64)> = space
-                .pp
-                .iter()
-                .map(|&pp| stage_params(&counts, &m, tp.min(m.heads), ep, pp.min(m.layers)))
-                .collect();
-            for (mi, &mbs) in space.mbs.iter().enumerate() {
-                let base = &mut bases[(ci * space.ep.len() + ei) * space.mbs.len() + mi];
+            for &mbs in &space.mbs {
                 for &sp in &space.sequence_parallel {
                     for &rc in &space.recompute {
                         let proto = Strategy {
@@ -336,7 +335,7 @@ fn run_block(space: &Space, block: u64, per_block: u64, bound: &SharedBound, out
                                 continue;
                             }
                             let dp = (gpus / denom).max(1) as u32;
-                            let params = stage_p[pi];
+                            let params = stage_p[ei][pi];
                             for &vpp in &space.vpp {
                                 for &gbs in &space.gbs {
                                     // Only the ZeRO-with-pipeline rule depends on the ZeRO stage: check the
@@ -368,7 +367,7 @@ fn run_block(space: &Space, block: u64, per_block: u64, bound: &SharedBound, out
                                             continue;
                                         }
                                         let lc = lc.get_or_insert_with(|| {
-                                            let b = base.get_or_insert_with(|| LayerBase::new(&m, c, &Strategy { tp: tp.min(m.heads), ..proto }));
+                                            let b = bases.entry((cp, ep, mbs)).or_insert_with(|| LayerBase::new(&m, c, &Strategy { tp: tp.min(m.heads), ..proto }));
                                             b.cost(sp, rc, (p_total, p_active))
                                         });
                                         let score = assemble(lc, &m, c, &safe, &space.profile, &space.options, mem);
