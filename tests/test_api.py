@@ -33,3 +33,17 @@ def test_enumerate_ranks_fastest_first():
     assert df.height == 10
     assert (df["step_time_s"].diff().drop_nulls() >= 0).all()
     assert (df["dp"] * df["tp"] * df["pp"] == 384).all()
+
+
+def test_step_time_breakdown_adds_up_on_every_row():
+    # compute_s + recompute_s + ... + bubble_s == step_time_s for every row of a varied space
+    # (ZeRO 0-3, every recompute mode, pipeline and not), and every part is non-negative.
+    parts = ["compute_s", "recompute_s", "tp_comm_s", "pp_comm_s", "fsdp_comm_s", "dp_comm_exposed_s",
+             "optimizer_s", "overhead_s", "bubble_s"]
+    df = toposcan.enumerate(model="llama-2-13b", gpu="h100-80", nodes=4, cap=100_000)
+    assert df.height > 100
+    total = df.select(pl.sum_horizontal(parts)).to_series()
+    assert ((total / df["step_time_s"] - 1).abs() < 1e-9).all()
+    assert (df.select(pl.min_horizontal(parts)).to_series() >= 0).all()
+    # recompute time appears exactly when something is recomputed
+    assert ((df["recompute_s"] > 0) == (df["recompute"] != "none")).all()

@@ -64,6 +64,56 @@ impl Work {
     fn add(self, o: Work) -> Work {
         Work { gemm: self.gemm + o.gemm, attn: self.attn + o.attn, mem: self.mem + o.mem, comm: self.comm + o.comm }
     }
+
+    fn sub(self, o: Work) -> Work {
+        Work { gemm: self.gemm - o.gemm, attn: self.attn - o.attn, mem: self.mem - o.mem, comm: self.comm - o.comm }
+    }
+}
+
+/// Seconds of one pipeline stage per micro batch, by what they are spent on. The parts add up to the
+/// stage's time; [`assemble`] scales the slowest stage's by the micro batches for the step breakdown.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Split {
+    /// GEMMs, attention and memory-bound kernels of forward and backward.
+    compute: f64,
+    /// The recomputed forward (full) or attention core (selective), with its communication.
+    recompute: f64,
+    /// Tensor/expert/context-parallel communication (not overlapped).
+    tp_comm: f64,
+    /// Fixed per-layer cost (kernel launches, framework).
+    overhead: f64,
+    /// ZeRO-3 weight gathers not hidden behind the layer's compute.
+    fsdp_comm: f64,
+    /// Pipeline point-to-point sends.
+    p2p: f64,
+}
+
+impl Split {
+    fn total(&self) -> f64 {
+        self.compute + self.recompute + self.tp_comm + self.overhead + self.fsdp_comm + self.p2p
+    }
+
+    fn scaled(self, k: f64) -> Split {
+        Split {
+            compute: k * self.compute,
+            recompute: k * self.recompute,
+            tp_comm: k * self.tp_comm,
+            overhead: k * self.overhead,
+            fsdp_comm: k * self.fsdp_comm,
+            p2p: k * self.p2p,
+        }
+    }
+
+    fn plus(self, o: Split) -> Split {
+        Split {
+            compute: self.compute + o.compute,
+            recompute: self.recompute + o.recompute,
+            tp_comm: self.tp_comm + o.tp_comm,
+            overhead: self.overhead + o.overhead,
+            fsdp_comm: self.fsdp_comm + o.fsdp_comm,
+            p2p: self.p2p + o.p2p,
+        }
+    }
 }
 
 /// Everything about one layer and micro batch that does not depend on pp, dp or ZeRO.
@@ -72,6 +122,9 @@ pub struct LayerCost {
     /// Forward + backward (+ recompute) of a dense layer and of an MoE layer.
     pub dense: Work,
     pub moe: Work,
+    /// The recompute part of `dense` and `moe` (for the time breakdown).
+    pub dense_recompute: Work,
+    pub moe_recompute: Work,
     /// Whether the tensor/expert-parallel traffic stays inside a node.
     pub comm_intra: bool,
     /// Embedding (first stage) and LM head + loss (last stage), fwd + bwd.
@@ -301,13 +354,15 @@ impl LayerBase {
                 Recompute::Selective => Work { gemm: 0.0, attn: self.core_fwd, mem: self.softmax_mem, comm: 0.0 },
                 Recompute::Full => f_work,
             };
-            f_work.add(b_work).add(re)
+            (f_work.add(b_work).add(re), re)
         };
-        let dense = layer(self.dense_mlp, common + self.dense_elems, 0.0);
-        let moe = if self.is_moe { layer(self.moe_mlp, common + self.moe_elems, self.ep_fwd) } else { dense };
+        let (dense, dense_recompute) = layer(self.dense_mlp, common + self.dense_elems, 0.0);
+        let (moe, moe_recompute) = if self.is_moe { layer(self.moe_mlp, common + self.moe_elems, self.ep_fwd) } else { (dense, dense_recompute) };
         LayerCost {
             dense,
             moe,
+            dense_recompute,
+            moe_recompute,
             comm_intra: self.comm_intra,
             embedding: self.embedding,
             head: self.head,
@@ -328,6 +383,18 @@ pub struct Score {
     pub params_active: f64,
     pub step_time_s: f64,
     pub pipeline_s: f64,
+    /// The step time by what it is spent on (they add up to `step_time_s`): kernels of the slowest
+    /// stage, its recompute, tensor-parallel and pipeline communication, exposed ZeRO-3 gathers,
+    /// exposed data-parallel reduction, the optimizer step, fixed overheads, and the pipeline's
+    /// fill and drain.
+    pub compute_s: f64,
+    pub recompute_s: f64,
+    pub tp_comm_s: f64,
+    pub pp_comm_s: f64,
+    pub fsdp_comm_s: f64,
+    pub dp_comm_exposed_s: f64,
+    pub overhead_s: f64,
+    pub bubble_s: f64,
     pub bubble_fraction: f64,
     pub dp_comm_s: f64,
     pub optimizer_s: f64,
@@ -448,24 +515,27 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
     let micro = s.grad_accum().max(1);
     let pp = s.pp;
     let tp_link = if lc.comm_intra { prof.intra_link_efficiency } else { prof.inter_link_efficiency };
-    let secs = |w: Work| w.gemm / prof.gemm_efficiency + w.attn / prof.attention_efficiency + w.mem / prof.memory_efficiency + w.comm / tp_link;
+    let kernels = |w: Work| w.gemm / prof.gemm_efficiency + w.attn / prof.attention_efficiency + w.mem / prof.memory_efficiency;
+    let secs = |w: Work| kernels(w) + w.comm / tp_link;
     let dp_stride = s.tp as u64 * s.cp as u64;
 
-    // ZeRO-3 / FSDP: per layer and micro batch, gather the weights twice (forward, backward) and
-    // reduce-scatter the gradients, overlapped with the layer's compute.
-    let layer_secs = |w: Work, layer_params: f64| {
-        let compute = secs(w) + prof.layer_overhead_s;
-        if s.zero_stage >= 3 && s.dp > 1 {
+    // One layer per micro batch. ZeRO-3 / FSDP gathers the weights twice (forward, backward) and
+    // reduce-scatters the gradients, overlapped with the layer's compute: only the excess shows.
+    let layer_split = |w: Work, re: Work, layer_params: f64| {
+        let busy = secs(w) + prof.layer_overhead_s;
+        let fsdp_comm = if s.zero_stage >= 3 && s.dp > 1 {
             let (bw, alpha) = group_link(c, s.dp as u64, dp_stride, prof);
             let shard = layer_params / s.tp as f64;
-            let gather = comm::all_gather(shard * 2.0, s.dp as u64, bw, alpha);
-            compute.max(3.0 * gather)
+            (3.0 * comm::all_gather(shard * 2.0, s.dp as u64, bw, alpha) - busy).max(0.0)
         } else {
-            compute
-        }
+            0.0
+        };
+        let own = w.sub(re);
+        Split { compute: kernels(own), recompute: secs(re), tp_comm: own.comm / tp_link, overhead: prof.layer_overhead_s, fsdp_comm, p2p: 0.0 }
     };
-    let t_dense = layer_secs(lc.dense, params::dense_layer(m) as f64);
-    let t_moe = if m.is_moe() { layer_secs(lc.moe, params::moe_layer(m) as f64 / s.ep as f64) } else { t_dense };
+    let dense = layer_split(lc.dense, lc.dense_recompute, params::dense_layer(m) as f64);
+    let moe = if m.is_moe() { layer_split(lc.moe, lc.moe_recompute, params::moe_layer(m) as f64 / s.ep as f64) } else { dense };
+    let (t_dense, t_moe) = (dense.total(), moe.total());
 
     // Pipeline point-to-point: activations forward, gradients backward, once per micro batch.
     let p2p = if pp > 1 {
@@ -482,8 +552,9 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
     } else {
         0.0
     };
-    let t_emb = secs(lc.embedding);
-    let t_head = secs(lc.head);
+    let edge = |w: Work| Split { compute: kernels(w), tp_comm: w.comm / tp_link, ..Split::default() };
+    let (emb, head) = (edge(lc.embedding), edge(lc.head));
+    let (t_emb, t_head) = (emb.total(), head.total());
 
     // Stage i: its dense and MoE layers, the embedding on the first, the head on the last.
     let dense_in = |stage: u32| -> (u32, u32) {
@@ -506,11 +577,23 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
         }
         t
     };
+    let stage_split = |stage: u32| {
+        let (d, e) = dense_in(stage);
+        let mut x = dense.scaled(d as f64).plus(moe.scaled(e as f64));
+        x.p2p += p2p;
+        if stage == 0 {
+            x = x.plus(emb);
+        }
+        if stage == pp - 1 {
+            x = x.plus(head);
+        }
+        x
+    };
     let r = m.layers % pp;
-    let mut t_max = 0f64;
+    let (mut t_max, mut slowest) = (0f64, 0u32);
     for st in [0, 1, r.saturating_sub(1), r, pp - 1] {
-        if st < pp {
-            t_max = t_max.max(stage_time(st));
+        if st < pp && stage_time(st) > t_max {
+            (t_max, slowest) = (stage_time(st), st);
         }
     }
     let dense_total = if m.is_moe() { m.dense_layers.min(m.layers) } else { m.layers };
@@ -523,6 +606,11 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
     };
     let ideal = micro as f64 * t_sum / pp as f64;
     let bubble_fraction = if pipeline_s > 0.0 { (1.0 - ideal / pipeline_s).max(0.0) } else { 0.0 };
+    // The step's breakdown: the slowest stage busy for every micro batch, plus the fill and drain
+    // (its idle time), plus interleaving's extra sends (counted as pipeline communication).
+    let busy = stage_split(slowest).scaled(micro as f64);
+    let interleave_p2p = if s.vpp > 1 { (v - 1.0) * micro as f64 * p2p } else { 0.0 };
+    let bubble_s = pipeline_s - micro as f64 * t_max - interleave_p2p;
 
     // Data-parallel gradient reduction of the largest stage (fp32 gradients; ZeRO-1/2 as a
     // reduce-scatter plus an all-gather of the 16-bit weights), partly hidden behind backward.
@@ -540,7 +628,8 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
     };
     let shard = if s.zero_stage >= 1 { p_stage / s.dp as f64 } else { p_stage };
     let optimizer_s = shard * OPTIMIZER_STEP_BYTES / (gpu.memory_bw * prof.memory_efficiency);
-    let step_time_s = pipeline_s + (1.0 - prof.dp_overlap) * dp_comm_s + optimizer_s + prof.step_overhead_s;
+    let dp_comm_exposed_s = (1.0 - prof.dp_overlap) * dp_comm_s;
+    let step_time_s = pipeline_s + dp_comm_exposed_s + optimizer_s + prof.step_overhead_s;
 
     // FLOPs in every convention, and the rates they give.
     let gbs = s.gbs as u64;
@@ -575,6 +664,14 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
         bubble_fraction,
         dp_comm_s,
         optimizer_s,
+        compute_s: busy.compute,
+        recompute_s: busy.recompute,
+        tp_comm_s: busy.tp_comm,
+        pp_comm_s: busy.p2p + interleave_p2p,
+        fsdp_comm_s: busy.fsdp_comm,
+        dp_comm_exposed_s,
+        overhead_s: busy.overhead + prof.step_overhead_s,
+        bubble_s,
         tflops_per_gpu: f_meg / denom / 1e12,
         mfu: f_model / (denom * peak),
         hfu: f_hw / (denom * peak),
@@ -684,5 +781,36 @@ mod tests {
         assert!(slow.tflops_per_gpu < 0.9 * fast.tflops_per_gpu, "{} vs {}", slow.tflops_per_gpu, fast.tflops_per_gpu);
         assert!(slow.warnings & warn::HEAD_DIM_MISALIGNED != 0);
         assert!(slow.warnings & warn::TILE_QUANTIZATION != 0);
+    }
+
+    #[test]
+    fn breakdown_adds_up_to_the_step_time() {
+        // Every term of the breakdown is non-negative and they sum to step_time_s, for dense and MoE
+        // models, every recompute mode, ZeRO 1 and 3, pipeline and interleaving, uneven stages.
+        let p = Profile::default();
+        let o = Options::default();
+        let moe = Model { experts: 8, topk: 2, moe_ffn_hidden: 11008, ..llama2_7b() };
+        let models = [(seed001(14336, 70, 112), 48), (llama2_7b(), 2), (moe, 8)];
+        for (m, nodes) in models {
+            let gpus = nodes * 8;
+            for (tp, pp, vpp, z) in [(1, 1, 1, 3), (8, 1, 1, 1), (4, 4, 1, 1), (2, 8, 2, 1), (8, 6, 1, 0)] {
+                if gpus % (tp * pp) != 0 || m.layers < pp * vpp {
+                    continue;
+                }
+                for rc in [Recompute::None, Recompute::Selective, Recompute::Full] {
+                    let dp = gpus / (tp * pp);
+                    let ep = if m.is_moe() && dp % 2 == 0 { 2 } else { 1 };
+                    let s = Strategy { vpp, zero_stage: z, recompute: rc, ep, ..strategy(dp, tp, pp, 1, dp * 16) };
+                    let sc = score(&m, &cluster(nodes), &s, &p, &o).unwrap().0;
+                    let parts = [sc.compute_s, sc.recompute_s, sc.tp_comm_s, sc.pp_comm_s, sc.fsdp_comm_s, sc.dp_comm_exposed_s, sc.optimizer_s, sc.overhead_s, sc.bubble_s];
+                    assert!(parts.iter().all(|&x| x >= -1e-12), "{parts:?}");
+                    let sum: f64 = parts.iter().sum();
+                    assert!((sum / sc.step_time_s - 1.0).abs() < 1e-9, "{sum} vs {} for tp{tp} pp{pp} vpp{vpp} z{z} {rc:?}", sc.step_time_s);
+                    assert_eq!(sc.recompute_s == 0.0, rc == Recompute::None);
+                    assert_eq!(sc.pp_comm_s == 0.0 && sc.bubble_s == 0.0, pp == 1);
+                    assert!(sc.fsdp_comm_s == 0.0 || z == 3, "exposed ZeRO-3 gathers without ZeRO-3");
+                }
+            }
+        }
     }
 }
