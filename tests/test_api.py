@@ -47,3 +47,15 @@ def test_step_time_breakdown_adds_up_on_every_row():
     assert (df.select(pl.min_horizontal(parts)).to_series() >= 0).all()
     # recompute time appears exactly when something is recomputed
     assert ((df["recompute_s"] > 0) == (df["recompute"] != "none")).all()
+
+
+def test_moe_and_long_sequences_search_ep_and_cp_by_default():
+    # Issue "Exhaustive search at scale": expert parallelism where the model has experts, context
+    # parallelism where sequences are long; dense short-sequence models keep both at 1.
+    moe = toposcan.enumerate(model="mixtral-8x7b", gpu="h100-80", nodes=4, seq_len=4096, cap=1_000_000)
+    assert set(moe["ep"].unique()) > {1} and set(moe["cp"].unique()) == {1}
+    assert all(8 % e == 0 for e in moe["ep"].unique())
+    long = toposcan.enumerate(model="llama-3-8b", gpu="h100-80", nodes=2, seq_len=65536, cap=1_000_000)
+    assert set(long["cp"].unique()) > {1} and set(long["ep"].unique()) == {1}
+    short = toposcan.enumerate(model="llama-3-8b", gpu="h100-80", nodes=2, cap=1_000_000)
+    assert set(short["cp"].unique()) == {1} and set(short["ep"].unique()) == {1}

@@ -224,8 +224,8 @@ def enumerate(
     tp: IntOrList | None = None,
     pp: IntOrList | None = None,
     vpp: IntOrList = 1,
-    cp: IntOrList = 1,
-    ep: IntOrList = 1,
+    cp: IntOrList | None = None,
+    ep: IntOrList | None = None,
     mbs: IntOrList = (1, 2, 4, 8),
     gbs: IntOrList | None = None,
     zero_stage: IntOrList = (0, 1, 2, 3),
@@ -255,6 +255,10 @@ def enumerate(
     ``tolerance`` only shapes within the budget stay) and strategy (``tp`` defaults to the powers
     of two up to a node, ``pp`` to every divisor of the GPU count that leaves one layer per stage,
     ``mbs``, ``gbs``, ``zero_stage``, ``recompute``, ``sequence_parallel``, ``vpp``, ``cp``, ``ep``).
+    ``ep`` defaults to the powers of two dividing the expert count for an MoE model (else 1), ``cp``
+    to 1, 2, 4 and 8 for sequences of 16384 tokens or more (else 1); ``vpp`` to 1, as the shipped
+    profiles' frameworks (Megatron-DeepSpeed, llm-foundry) do not interleave (give ``vpp=[1, 2, 4]``
+    for Megatron-LM).
     ``dp`` follows from the GPU count.
 
     Returns the feasible rows sorted by ``objective`` (fastest step first): all of them up to
@@ -307,6 +311,12 @@ def enumerate(
     max_layers = max(layers_l)
     pp_l = (spec.int_list("pp", pp, maximum=1 << 16) if pp is not None
             else [p for p in _divisors(gpus) if p <= max_layers] or [1])
+    # Expert parallelism where the model has experts, context parallelism where sequences are long.
+    experts = model_d["experts"]
+    ep_l = (spec.int_list("ep", ep, maximum=1 << 16) if ep is not None
+            else [e for e in (1, 2, 4, 8, 16, 32, 64) if experts and experts % e == 0 and e <= gpus] or [1])
+    cp_l = (spec.int_list("cp", cp, maximum=1 << 12) if cp is not None
+            else [c for c in (1, 2, 4, 8) if c <= gpus] if model_d["seq_len"] >= 16384 else [1])
     if isinstance(recompute, str):
         recompute = [recompute]
     elif not isinstance(recompute, (list, tuple, set, frozenset)):
@@ -323,7 +333,7 @@ def enumerate(
                                                                                         flash_attention)
     space = {
         "hidden": hidden_l, "layers": layers_l, "heads": heads_l, "params_range": params_range,
-        "tp": tp_l, "cp": spec.int_list("cp", cp, maximum=1 << 12), "ep": spec.int_list("ep", ep, maximum=1 << 16),
+        "tp": tp_l, "cp": cp_l, "ep": ep_l,
         "mbs": spec.int_list("mbs", mbs, maximum=1 << 20), "sequence_parallel": sp_l, "recompute": rec_l,
         "pp": pp_l, "vpp": spec.int_list("vpp", vpp, maximum=1 << 10),
         "gbs": spec.int_list("gbs", gbs if gbs is not None else spec.DEFAULT_GBS),
