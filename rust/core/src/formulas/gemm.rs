@@ -110,7 +110,10 @@ pub fn flash_attention_fwd(gpu: &Gpu, p: Precision, s_q: u64, s_k: u64, head_dim
     let block = 128u64;
     let tiles = s_q.div_ceil(block) * batch_heads;
     let waves = tiles.div_ceil(gpu.sms as u64);
-    let flops_per_tile = 4.0 * block as f64 * s_k as f64 * head_dim as f64 * 0.5;
+    // The kernels are compiled for head dimensions in steps of 32 (FlashAttention-2's
+    // hdim32 ... hdim256 instantiations); another size runs the next one up, padded (80 runs as 96).
+    let kernel_dim = head_dim.div_ceil(32) * 32;
+    let flops_per_tile = 4.0 * block as f64 * s_k as f64 * kernel_dim as f64 * 0.5;
     let aligned = head_dim % p.tensor_core_alignment() == 0;
     let rate = if aligned { gpu.peak(p) / gpu.sms as f64 } else { gpu.vector_fp32 / gpu.sms as f64 };
     waves as f64 * flops_per_tile / rate
@@ -156,5 +159,14 @@ mod tests {
         let aligned = Gemm::new(2048, 2048, 112, 64).time(&gpu, Precision::Bf16);
         let odd = Gemm::new(2048, 2048, 108, 64).time(&gpu, Precision::Bf16);
         assert!(odd > 8.0 * aligned);
+    }
+
+    #[test]
+    fn flash_attention_pads_the_head_dimension_to_its_kernel() {
+        // FlashAttention-2 has kernels for head dims 32, 64, ..., 256: 80 runs as 96, 96 as itself.
+        let gpu = a100_80();
+        let t = |d| flash_attention_fwd(&gpu, Precision::Bf16, 4096, 4096, d, 64);
+        assert_eq!(t(80), t(96));
+        assert!(t(64) < t(80));
     }
 }
