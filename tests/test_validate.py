@@ -124,3 +124,12 @@ def test_stored_profiles_are_the_fit():
     for k in v.TIME_KEYS:
         assert math.isclose(r["profile"][k], stored[k], rel_tol=0.02, abs_tol=1e-4), k
     assert abs(r["mape"] - stored["fit"]["mape"]) < 0.05
+
+
+def test_every_seed002_run_fits_in_memory():
+    # seeds/002: every row is a run that trained (llm-foundry picked each micro batch to fit), so
+    # the memory model must predict that it fits, on every GPU of the four tables.
+    for table in v.SEED002_PROFILE:
+        for c in v.seed002_cases(table):
+            row = toposcan.evaluate(**c.kwargs)
+            assert row["fits"][0], f"{table} line {c.line} {c.label}: {row['mem_gb'][0]:.1f} GiB predicted"

@@ -77,7 +77,7 @@ def _profile_file(path: str) -> dict[str, Any]:
     merged = {**_lookup("profile", "profiles.toml", base), **entry}
     for key in ("gemm_efficiency", "attention_efficiency", "memory_efficiency", "intra_link_efficiency",
                 "inter_link_efficiency", "layer_overhead_s", "dp_overlap", "step_overhead_s", "memory_overhead_gib",
-                "fragmentation", "grad_bytes", "grad_shard_bytes"):
+                "fragmentation", "grad_bytes", "grad_shard_bytes", "logit_bytes"):
         if not isinstance(merged.get(key), (int, float)) or isinstance(merged.get(key), bool):
             raise InputError(f"`profile`: `{shown}`: `{key}` must be a number, got {_show(merged.get(key), quote=True)}",
                              code="parse_error")

@@ -143,6 +143,7 @@ fn profile(d: &Bound<'_, PyDict>) -> PyResult<Profile> {
         fragmentation: get(d, "fragmentation")?,
         grad_bytes: get(d, "grad_bytes")?,
         grad_shard_bytes: get(d, "grad_shard_bytes")?,
+        logit_bytes: get(d, "logit_bytes")?,
         p2p_scatter_gather: get(d, "p2p_scatter_gather")?,
     })
 }
@@ -161,6 +162,7 @@ fn profile_dict<'py>(py: Python<'py>, p: &Profile) -> PyResult<Bound<'py, PyDict
     d.set_item("fragmentation", p.fragmentation)?;
     d.set_item("grad_bytes", p.grad_bytes)?;
     d.set_item("grad_shard_bytes", p.grad_shard_bytes)?;
+    d.set_item("logit_bytes", p.logit_bytes)?;
     d.set_item("p2p_scatter_gather", p.p2p_scatter_gather)?;
     Ok(d)
 }

@@ -37,6 +37,10 @@ pub struct Profile {
     /// Bytes per parameter of an extra fp32 gradient partition the optimizer keeps, divided over
     /// DP (DeepSpeed ZeRO-1/2 `single_partition_of_fp32_groups` gradients: 4; Megatron: 0).
     pub grad_shard_bytes: f64,
+    /// Bytes per LM-head logit the loss holds at its peak (see
+    /// [`crate::formulas::memory::stage_activations`]): 10 for Megatron-LM's cross entropy, 2 for a
+    /// fused in-place one.
+    pub logit_bytes: f64,
     /// Megatron-LM's pipeline sends split activations over TP ranks (scatter/gather); DeepSpeed's
     /// pipeline engine sends the full tensor from every TP rank.
     pub p2p_scatter_gather: bool,
@@ -108,6 +112,7 @@ impl Profile {
             ("fragmentation", self.fragmentation),
             ("grad_bytes", self.grad_bytes),
             ("grad_shard_bytes", self.grad_shard_bytes),
+            ("logit_bytes", self.logit_bytes),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(crate::error::TopoError::not_finite(name, v));
@@ -134,6 +139,7 @@ impl Default for Profile {
             fragmentation: 0.1,
             grad_bytes: 4.0,
             grad_shard_bytes: 0.0,
+            logit_bytes: 10.0,
             p2p_scatter_gather: true,
         }
     }

@@ -422,7 +422,7 @@ pub struct Score {
 /// Memory of stage `stage` with the profile's fixed overhead and fragmentation, bytes.
 pub fn stage_memory(m: &Model, s: &Strategy, prof: &Profile, stage: u32) -> memory::Parts {
     let p = params::stage_rank(m, s.tp, s.ep, s.pp, stage);
-    let act = memory::stage_activations(m, s, stage, s.grad_accum().max(1), memory::layer_activations(m, s));
+    let act = memory::stage_activations(m, s, stage, s.grad_accum().max(1), memory::layer_activations(m, s), prof.logit_bytes);
     stage_memory_from(m, s, prof, p, act)
 }
 
@@ -484,15 +484,15 @@ pub fn stage_params(counts: &params::LayerCounts, m: &Model, tp: u32, ep: u32, p
 /// ([`memory::layer_activations`]), which enumeration computes once for many candidates.
 #[allow(clippy::too_many_arguments)]
 pub fn memory_peak_from(m: &Model, c: &Cluster, s: &Strategy, prof: &Profile, opt: &Options, p_first: f64, p_last: f64, acts: (f64, f64)) -> MemPeak {
-    memory_peak_parts(m, c, s, prof, opt, (p_first, p_last), stage_activations(m, s, acts))
+    memory_peak_parts(m, c, s, prof, opt, (p_first, p_last), stage_activations(m, s, prof, acts))
 }
 
 /// The ZeRO-independent memory ([`memory::stage_activations`]) of the first and the last stage.
 #[inline]
-pub fn stage_activations(m: &Model, s: &Strategy, acts: (f64, f64)) -> ((f64, f64), (f64, f64)) {
+pub fn stage_activations(m: &Model, s: &Strategy, prof: &Profile, acts: (f64, f64)) -> ((f64, f64), (f64, f64)) {
     let micro = s.grad_accum().max(1);
-    let first = memory::stage_activations(m, s, 0, micro, acts);
-    let last = if s.pp > 1 { memory::stage_activations(m, s, s.pp - 1, micro, acts) } else { first };
+    let first = memory::stage_activations(m, s, 0, micro, acts, prof.logit_bytes);
+    let last = if s.pp > 1 { memory::stage_activations(m, s, s.pp - 1, micro, acts, prof.logit_bytes) } else { first };
     (first, last)
 }
 

@@ -351,7 +351,7 @@ fn run_block(space: &Space, block: u64, per_block: u64, bound: &SharedBound, out
                                     }
                                     // Activations and logits do not depend on the ZeRO stage either.
                                     let safe0 = Strategy { pp: pp.min(m.layers), tp: tp.min(m.heads), ..s0 };
-                                    let act = stage_activations(&m, &safe0, acts);
+                                    let act = stage_activations(&m, &safe0, &space.profile, acts);
                                     for &z in &space.zero_stage {
                                         let s = Strategy { zero_stage: z, ..s0 };
                                         let idx = index;

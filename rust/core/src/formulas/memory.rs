@@ -18,9 +18,6 @@ use crate::spec::{Activation, Model, Precision, Recompute, Strategy};
 pub const ADAM_MIXED_BYTES: f64 = 12.0;
 /// Adam state per parameter in pure fp32 training: momentum and variance (weights are the master).
 pub const ADAM_FP32_BYTES: f64 = 8.0;
-/// Bytes per logit element on the last stage: the 16-bit logits, their fp32 copy for the
-/// cross entropy and its fp32 gradient (Megatron-LM `vocab_parallel_cross_entropy`).
-pub const LOGIT_BYTES: f64 = 10.0;
 
 /// Memory of one GPU as named parts, bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -104,25 +101,15 @@ pub fn in_flight(pp: u32, stage: u32, micro: u32, vpp: u32) -> f64 {
     }
 }
 
-/// Memory of stage `stage` (bytes), before the profile's fixed overhead and fragmentation.
-///
-/// Per in-flight micro batch a stage also keeps its received input and its output for the
-/// point-to-point exchange (two `sbh` tensors).
-pub fn stage(m: &Model, s: &Strategy, stage: u32, micro: u32, grad_bytes: f64, grad_shard_bytes: f64) -> Parts {
-    let p = params::stage_rank(m, s.tp, s.ep, s.pp, stage);
-    stage_with(m, s, stage, micro, p, layer_activations(m, s), grad_bytes, grad_shard_bytes)
-}
-
-/// [`stage`] with the stage's parameters per rank `p` and the [`layer_activations`] known.
-#[allow(clippy::too_many_arguments)]
-pub fn stage_with(m: &Model, s: &Strategy, stage: u32, micro: u32, p: f64, acts: (f64, f64), grad_bytes: f64, grad_shard_bytes: f64) -> Parts {
-    stage_from(m, s, p, stage_activations(m, s, stage, micro, acts), grad_bytes, grad_shard_bytes)
-}
-
 /// The part of a stage's memory that does not depend on the ZeRO stage: activations of the
 /// micro batches in flight (with the point-to-point buffers) and, on the last stage, the logits.
 #[inline]
-pub fn stage_activations(m: &Model, s: &Strategy, stage: u32, micro: u32, acts: (f64, f64)) -> (f64, f64) {
+///
+/// The logits take `logit_bytes` per element, a property of the framework's loss (a profile
+/// constant): 10 for Megatron-LM's `vocab_parallel_cross_entropy` (16-bit logits, an fp32 copy and
+/// its fp32 gradient), 2 for a fused cross entropy that computes the gradient in place in the
+/// 16-bit logits (flash-attn's `CrossEntropyLoss`, llm-foundry's default `fused_crossentropy`).
+pub fn stage_activations(m: &Model, s: &Strategy, stage: u32, micro: u32, acts: (f64, f64), logit_bytes: f64) -> (f64, f64) {
     let layers = params::stage_layers(m.layers, s.pp, stage) as f64;
     let (per_layer, working) = acts;
     let sbh = m.seq_len as f64 / s.cp as f64 * s.mbs as f64 * m.hidden as f64 * s.precision.compute_bytes()
@@ -131,7 +118,7 @@ pub fn stage_activations(m: &Model, s: &Strategy, stage: u32, micro: u32, acts: 
     let activations = in_flight(s.pp, stage, micro, s.vpp) * (layers * per_layer + pipe_buffers) + working;
     let logits = if stage == s.pp - 1 {
         let v = params::padded_vocab(m.vocab, s.tp) as f64;
-        m.seq_len as f64 / s.cp as f64 * s.mbs as f64 * v / s.tp as f64 * LOGIT_BYTES
+        m.seq_len as f64 / s.cp as f64 * s.mbs as f64 * v / s.tp as f64 * logit_bytes
     } else {
         0.0
     };
