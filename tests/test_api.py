@@ -59,3 +59,22 @@ def test_moe_and_long_sequences_search_ep_and_cp_by_default():
     assert set(long["cp"].unique()) > {1} and set(long["ep"].unique()) == {1}
     short = toposcan.enumerate(model="llama-3-8b", gpu="h100-80", nodes=2, cap=1_000_000)
     assert set(short["cp"].unique()) == {1} and set(short["ep"].unique()) == {1}
+
+
+def test_network_overrides_change_only_what_crosses_the_links():
+    # BLOOM's layout on 48 nodes: with seeds/001's real network (6.25 GB/s per GPU, BLOOM paper §3.4)
+    # instead of the DGX's 25, the pipeline sends and DP reduction slow down and nothing else does.
+    kw = dict(model="bloom-176b", gpu="a100-80", nodes=48, tp=4, pp=12, mbs=2, gbs=2048)
+    dgx = toposcan.evaluate(**kw)
+    jz = toposcan.evaluate(**kw, inter_node_gbs=6.25)
+    assert jz["pp_comm_s"][0] > 3 * dgx["pp_comm_s"][0] and jz["dp_comm_s"][0] > 3 * dgx["dp_comm_s"][0]
+    for col in ("compute_s", "recompute_s", "tp_comm_s", "mem_gb"):  # TP stays inside a node
+        assert jz[col][0] == dgx[col][0]
+    one_node = dict(model="llama-2-7b", gpu="a100-80", nodes=1, tp=2, mbs=1, gbs=64)
+    assert toposcan.evaluate(**one_node, inter_node_gbs=1.0)["step_time_s"][0] == \
+        toposcan.evaluate(**one_node)["step_time_s"][0]
+    slow_nvlink = toposcan.evaluate(**one_node, intra_node_gbs=50.0)
+    assert slow_nvlink["tp_comm_s"][0] > toposcan.evaluate(**one_node)["tp_comm_s"][0]
+    for bad in (0, -1, float("nan"), "fast"):
+        with pytest.raises(toposcan.InputError, match="inter_node_gbs"):
+            toposcan.enumerate(model="llama-2-7b", nodes=2, inter_node_gbs=bad)

@@ -67,9 +67,9 @@ def _strategy(kw: dict[str, Any], gpus: int, prof_entry: dict[str, Any]) -> dict
 
 
 def _inputs(model: str | None, gpu: str, nodes: Any, gpus_per_node: Any, profile: str | None,
-            fields: dict[str, Any]) -> tuple[dict, str, dict, dict, dict]:
+            fields: dict[str, Any], links: tuple[Any, Any] = (None, None)) -> tuple[dict, str, dict, dict, dict]:
     model_d, label = spec.model_dict(model, fields)
-    cluster_d = spec.cluster_dict(gpu, nodes, gpus_per_node)
+    cluster_d = spec.cluster_dict(gpu, nodes, gpus_per_node, *links)
     prof_d, prof_entry = spec.profile_dict(profile, gpu)
     return model_d, label, cluster_d, prof_d, prof_entry
 
@@ -80,6 +80,8 @@ def evaluate(
     gpu: str = "a100-80",
     nodes: int = 1,
     gpus_per_node: int | None = None,
+    intra_node_gbs: float | None = None,
+    inter_node_gbs: float | None = None,
     layers: int | None = None,
     hidden: int | None = None,
     heads: int | None = None,
@@ -132,7 +134,8 @@ def evaluate(
     fields = dict(layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads, ffn_hidden=ffn_hidden,
                   activation=activation, vocab=vocab, seq_len=seq_len, tied_embeddings=tied_embeddings,
                   experts=experts, topk=topk, position=position, norm=norm, bias=bias)
-    model_d, label, cluster_d, prof_d, prof_entry = _inputs(model, gpu, nodes, gpus_per_node, profile, fields)
+    model_d, label, cluster_d, prof_d, prof_entry = _inputs(model, gpu, nodes, gpus_per_node, profile, fields,
+                                                            (intra_node_gbs, inter_node_gbs))
     gpus = cluster_d["nodes"] * cluster_d["gpus_per_node"]
     strat = _strategy(dict(dp=dp, tp=tp, pp=pp, vpp=vpp, cp=cp, ep=ep, mbs=mbs, gbs=gbs, zero_stage=zero_stage,
                            recompute=recompute, sequence_parallel=sequence_parallel, precision=precision,
@@ -205,6 +208,8 @@ def enumerate(
     gpu: str = "a100-80",
     nodes: int = 1,
     gpus_per_node: int | None = None,
+    intra_node_gbs: float | None = None,
+    inter_node_gbs: float | None = None,
     layers: IntOrList | None = None,
     hidden: IntOrList | None = None,
     heads: IntOrList | None = None,
@@ -276,7 +281,8 @@ def enumerate(
     scalar_shape = {k: v for k, v in (("layers", layers), ("hidden", hidden), ("heads", heads))
                     if v is not None and isinstance(v, int) and not isinstance(v, bool)}
     model_d, label, cluster_d, prof_d, prof_entry = _inputs(model, gpu, nodes, gpus_per_node, profile,
-                                                            {**fields, **scalar_shape})
+                                                            {**fields, **scalar_shape},
+                                                            (intra_node_gbs, inter_node_gbs))
     gpus = cluster_d["nodes"] * cluster_d["gpus_per_node"]
     gpn = cluster_d["gpus_per_node"]
     search = params is not None

@@ -42,7 +42,7 @@ TIME_KEYS = ("gemm_efficiency", "memory_efficiency", "intra_link_efficiency", "i
              "layer_overhead_s", "dp_overlap", "step_overhead_s", "attention_efficiency")
 
 #: Configuration columns: the keywords of :func:`toposcan.evaluate` that describe a run.
-CONFIG_KEYS = ("model", "gpu", "nodes", "gpus_per_node", "layers", "hidden", "heads", "kv_heads", "ffn_hidden",
+CONFIG_KEYS = ("model", "gpu", "nodes", "gpus_per_node", "intra_node_gbs", "inter_node_gbs", "layers", "hidden", "heads", "kv_heads", "ffn_hidden",
                "activation", "vocab", "seq_len", "tied_embeddings", "experts", "topk", "position", "norm", "bias",
                "dp", "tp", "pp", "vpp", "cp", "ep", "mbs", "gbs", "zero_stage", "recompute", "sequence_parallel",
                "precision", "flash_attention", "uneven_stages")
@@ -56,7 +56,8 @@ def core_inputs(kw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dic
     fields = {k: kw.pop(k) for k in list(kw) if k in spec.MODEL_FIELDS}
     model_d, _, cluster_d, prof_d, prof_entry = api._inputs(kw.pop("model", None), kw.pop("gpu", "a100-80"),
                                                             kw.pop("nodes", 1), kw.pop("gpus_per_node", None),
-                                                            kw.pop("profile", None), fields)
+                                                            kw.pop("profile", None), fields,
+                                                            (kw.pop("intra_node_gbs", None), kw.pop("inter_node_gbs", None)))
     strat = api._strategy(kw, cluster_d["nodes"] * cluster_d["gpus_per_node"], prof_entry)
     return model_d, cluster_d, strat, prof_d
 

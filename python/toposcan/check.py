@@ -136,6 +136,8 @@ def check(
     nodes: int | None = None,
     gpu: str | None = None,
     gpus_per_node: int | None = None,
+    intra_node_gbs: float | None = None,
+    inter_node_gbs: float | None = None,
     model: str | None = None,
     profile: str | None = None,
     max_slowdown: float = 0.10,
@@ -178,12 +180,14 @@ def check(
             assert text is not None
             cfg = launch.parse_launch(text, None)
             label = "<text>"
-    return _check_config(cfg, label, nodes=nodes, gpu=gpu, gpus_per_node=gpus_per_node, model=model,
+    return _check_config(cfg, label, nodes=nodes, gpu=gpu, gpus_per_node=gpus_per_node,
+                         links={"intra_node_gbs": intra_node_gbs, "inter_node_gbs": inter_node_gbs}, model=model,
                          profile=profile, max_slowdown=max_slowdown, train_tokens=train_tokens, headroom=headroom,
                          compare=compare)
 
 
-def _check_config(cfg: launch.LaunchConfig, label: str, *, nodes: Any, gpu: Any, gpus_per_node: Any, model: Any,
+def _check_config(cfg: launch.LaunchConfig, label: str, *, nodes: Any, gpu: Any, gpus_per_node: Any,
+                  links: dict[str, Any], model: Any,
                   profile: Any, max_slowdown: Any, train_tokens: Any, headroom: Any, compare: bool) -> CheckReport:
     sp = dict(cfg.spec)
     notes = list(cfg.notes)
@@ -228,7 +232,7 @@ def _check_config(cfg: launch.LaunchConfig, label: str, *, nodes: Any, gpu: Any,
                      "optimizer states over dp like ZeRO-1: checked as zero_stage 1")
     kw: dict[str, Any] = dict(gpu=gpu, nodes=nodes, gpus_per_node=gpn, profile=prof_name, headroom=headroom,
                               train_tokens=train_tokens if train_tokens is not None else 1e12,
-                              rampup=False, **fields)
+                              rampup=False, **{k: v for k, v in links.items() if v is not None}, **fields)
     for k in ("dp", "tp", "pp", "vpp", "cp", "ep", "mbs", "gbs", "zero_stage", "recompute", "sequence_parallel",
               "precision", "uneven_stages"):
         if k in sp:
@@ -328,7 +332,8 @@ def _compare(report: CheckReport, model: Any, kw: dict[str, Any], r: dict[str, A
     cluster and global batch, keeping its ZeRO stage, recompute, sequence parallelism and precision:
     those are framework choices the launch config already made."""
     ekw = {k: v for k, v in kw.items() if k in spec.MODEL_FIELDS or k in (
-        "gpu", "nodes", "gpus_per_node", "profile", "headroom", "train_tokens", "precision", "uneven_stages")}
+        "gpu", "nodes", "gpus_per_node", "intra_node_gbs", "inter_node_gbs", "profile", "headroom", "train_tokens",
+        "precision", "uneven_stages")}
     ekw.update(gbs=r["gbs"], zero_stage=r["zero_stage"], recompute=r["recompute"],
                sequence_parallel=r["sequence_parallel"], mbs=sorted({1, 2, 4, 8, int(r["mbs"])}))
     df, stats = api.enumerate(model, **ekw, with_stats=True, cap=2_000_000)

@@ -50,6 +50,8 @@ ModelOpt = Annotated[Optional[str], Opt("--model", "-m", help="Catalog model (`t
 GpuOpt = Annotated[str, Opt("--gpu", "-g", help="Catalog GPU (`topo gpus`).")]
 NodesOpt = Annotated[str, Opt("--nodes", "-n", help="Nodes in the cluster.")]
 GpnOpt = Annotated[Optional[str], Opt("--gpus-per-node", help="GPUs per node (default: the GPU's usual node).")]
+IntraOpt = Annotated[Optional[str], Opt("--intra-node-gbs", help="Intra-node link GB/s per GPU per direction (default: the GPU's usual node).")]
+InterOpt = Annotated[Optional[str], Opt("--inter-node-gbs", help="Network GB/s per GPU per direction (default: the GPU's usual node, e.g. 25 for DGX A100).")]
 StrOpt = Optional[str]
 
 
@@ -84,6 +86,8 @@ def enumerate_cmd(
     nodes: NodesOpt = "1",
     gpu: GpuOpt = "a100-80",
     gpus_per_node: GpnOpt = None,
+    intra_node_gbs: IntraOpt = None,
+    inter_node_gbs: InterOpt = None,
     model: ModelOpt = None,
     layers: Annotated[StrOpt, Opt(help="Layers: N, a list `a,b` or a range `a:b[:step]`.")] = None,
     hidden: Annotated[StrOpt, Opt(help="Hidden size: N, a list or a range `12288:16384:128`.")] = None,
@@ -129,7 +133,8 @@ def enumerate_cmd(
     ints = lambda v: v  # noqa: E731  (lists and ranges are parsed by toposcan.spec)
     top_k = top if top is not None else (None if (fmt != "table" or output or pareto) else "20")
     kw: dict[str, Any] = dict(
-        gpu=gpu, nodes=nodes, gpus_per_node=gpus_per_node, layers=ints(layers), hidden=ints(hidden),
+        gpu=gpu, nodes=nodes, gpus_per_node=gpus_per_node, intra_node_gbs=intra_node_gbs,
+        inter_node_gbs=inter_node_gbs, layers=ints(layers), hidden=ints(hidden),
         heads=ints(heads), **_model_fields(kv_heads=kv_heads, ffn_hidden=ffn_hidden, activation=activation,
                                            vocab=vocab, seq_len=seq_len, experts=experts, topk=topk),
         tp=tp, pp=pp, vpp=vpp, cp=cp, ep=ep, mbs=mbs, gbs=gbs, zero_stage=zero_stage,
@@ -170,6 +175,8 @@ def evaluate_cmd(
     nodes: NodesOpt = "1",
     gpu: GpuOpt = "a100-80",
     gpus_per_node: GpnOpt = None,
+    intra_node_gbs: IntraOpt = None,
+    inter_node_gbs: InterOpt = None,
     model: ModelOpt = None,
     layers: Annotated[StrOpt, Opt(help="Layers.")] = None,
     hidden: Annotated[StrOpt, Opt(help="Hidden size.")] = None,
@@ -201,7 +208,8 @@ def evaluate_cmd(
 ) -> None:
     """Score one configuration, with its memory per pipeline stage."""
     spec.choice("format", fmt, ("table", "csv", "json", "markdown"))
-    kw: dict[str, Any] = dict(gpu=gpu, nodes=nodes, gpus_per_node=gpus_per_node, dp=dp, tp=tp, pp=pp, vpp=vpp,
+    kw: dict[str, Any] = dict(gpu=gpu, nodes=nodes, gpus_per_node=gpus_per_node, intra_node_gbs=intra_node_gbs,
+                              inter_node_gbs=inter_node_gbs, dp=dp, tp=tp, pp=pp, vpp=vpp,
                               cp=cp, ep=ep, mbs=mbs, gbs=gbs, zero_stage=zero_stage, recompute=recompute,
                               sequence_parallel=sequence_parallel, precision=precision, profile=profile,
                               headroom=headroom, train_tokens=tokens, stages=True,
@@ -276,6 +284,8 @@ def check_cmd(
     nodes: Annotated[StrOpt, Opt("--nodes", "-n", help="Nodes (default: from the file).")] = None,
     gpu: Annotated[StrOpt, Opt("--gpu", "-g", help="Catalog GPU (default: from the file).")] = None,
     gpus_per_node: GpnOpt = None,
+    intra_node_gbs: IntraOpt = None,
+    inter_node_gbs: InterOpt = None,
     model: Annotated[StrOpt, Opt("--model", "-m", help="Catalog model for fields the file leaves out.")] = None,
     profile: Annotated[StrOpt, Opt(help="Efficiency profile.")] = None,
     strict: Annotated[bool, Opt("--strict", help="Exit 3 when a warning fires.")] = False,
@@ -289,7 +299,8 @@ def check_cmd(
     try:
         if fmt not in ("text", "json"):  # a bad option: exit 2, as check's other usage errors
             raise _InputError(f"`format` must be one of {{text, json}}, got `{fmt}`", code="invalid_value")
-        report = toposcan.check(file, args=args, nodes=nodes, gpu=gpu, gpus_per_node=gpus_per_node, model=model,
+        report = toposcan.check(file, args=args, nodes=nodes, gpu=gpu, gpus_per_node=gpus_per_node,
+                                intra_node_gbs=intra_node_gbs, inter_node_gbs=inter_node_gbs, model=model,
                                 profile=profile, max_slowdown=max_slowdown, train_tokens=tokens)
     except ToposcanError as e:
         sys.stderr.write(f"error: {e.message}\n")

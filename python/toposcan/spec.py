@@ -143,8 +143,12 @@ def int_list(name: str, value: Any, *, minimum: int = 1, maximum: int = MAX_INT,
     return sorted(set(out))
 
 
-def cluster_dict(gpu: str, nodes: Any, gpus_per_node: Any) -> dict[str, Any]:
-    """The core's cluster dict: GPU rates in FLOP/s and B/s, memory in bytes."""
+def cluster_dict(gpu: str, nodes: Any, gpus_per_node: Any, intra_node_gbs: Any = None,
+                 inter_node_gbs: Any = None) -> dict[str, Any]:
+    """The core's cluster dict: GPU rates in FLOP/s and B/s, memory in bytes. ``intra_node_gbs`` and
+    ``inter_node_gbs`` (GB/s per GPU per direction) replace the catalog's usual node build where a
+    cluster's links differ (e.g. seeds/001's Jean Zay nodes: four 100 Gb/s Omni-Path links for
+    eight GPUs, 6.25 GB/s per GPU, against a DGX's 25)."""
     g = catalog.gpu_spec(gpu)
     nodes = positive_int("nodes", nodes, maximum=1 << 20)
     gpn = positive_int("gpus_per_node", gpus_per_node if gpus_per_node is not None else g["gpus_per_node"],
@@ -160,8 +164,10 @@ def cluster_dict(gpu: str, nodes: Any, gpus_per_node: Any) -> dict[str, Any]:
         "memory_bytes": float(g["memory_gib"]) * GIB,
         "memory_bw": float(g["memory_bw_gbs"]) * 1e9,
         "sms": int(g["sms"]),
-        "intra_node_bw": float(g["intra_node_gbs"]) * 1e9,
-        "inter_node_bw": float(g["inter_node_gbs"]) * 1e9,
+        "intra_node_bw": (float(g["intra_node_gbs"]) if intra_node_gbs is None
+                          else positive_float("intra_node_gbs", intra_node_gbs, maximum=1e5)) * 1e9,
+        "inter_node_bw": (float(g["inter_node_gbs"]) if inter_node_gbs is None
+                          else positive_float("inter_node_gbs", inter_node_gbs, maximum=1e5)) * 1e9,
         "board_power_w": float(g["board_power_w"]),
         "nodes": nodes,
         "gpus_per_node": gpn,
