@@ -237,7 +237,7 @@ impl LayerBase {
         }
         // Softmax traffic over the s^2 scores: fused kernel reads and writes once (plus dropout),
         // unfused PyTorch runs scale, mask, softmax and dropout as separate passes.
-        let score_elems = (batch_heads * seq * s_k) as f64;
+        let score_elems = batch_heads as f64 * seq as f64 * s_k as f64;
         let softmax_passes = if s.flash_attention { 0.0 } else if fused { 3.0 } else { 8.0 };
         let softmax_mem = softmax_passes * score_elems * bytes / gpu.memory_bw;
 
@@ -250,7 +250,8 @@ impl LayerBase {
             let fe = m.moe_ffn_hidden as u64;
             let ep = s.ep.max(1) as u64;
             let local_experts = (m.experts as u64 / ep).max(1);
-            let per_expert = (tokens * m.topk as u64 * ep).div_ceil(m.experts as u64).max(1);
+            // At most tokens * ep (topk <= experts): fits u64; the product is formed in u128.
+            let per_expert = ((tokens as u128 * m.topk as u128 * ep as u128).div_ceil(m.experts as u128).max(1)) as u64;
             moe_mlp.push(Gemm::new(tokens, m.experts as u64, h, 1));
             moe_mlp.push(Gemm::new(per_expert, up_mult * fe / t, h, local_experts));
             moe_mlp.push(Gemm::new(per_expert, h, fe / t, local_experts));
@@ -277,9 +278,9 @@ impl LayerBase {
         // Memory-bound kernels per layer forward (elements moved): two norms (read+write), two
         // residual adds (2 reads, 1 write), two dropouts (read, write, mask), bias+activation on
         // the MLP, rotary embedding on Q and K. Backward moves about twice as much.
-        let th = (tokens * h) as f64;
-        let mlp_width = |width: u64| (tokens * (up_mult + 1) * width / t) as f64;
-        let rope_elems = if m.position == Position::Rope { 2.0 * (tokens * (q + kv) / t) as f64 } else { 0.0 };
+        let th = tokens as f64 * h as f64;
+        let mlp_width = |width: u64| (tokens as u128 * (up_mult + 1) as u128 * width as u128 / t as u128) as f64;
+        let rope_elems = if m.position == Position::Rope { 2.0 * (tokens as u128 * (q + kv) as u128 / t as u128) as f64 } else { 0.0 };
         let moe_width = (m.topk + m.shared_experts) as u64 * m.moe_ffn_hidden as u64;
 
         // Tensor-parallel traffic: two all-reduces per layer forward (or two all-gathers and two
@@ -293,7 +294,7 @@ impl LayerBase {
         // Context parallelism: ring exchange of K and V blocks, cp - 1 steps.
         let cp_fwd = if s.cp > 1 {
             let (cbw, calpha) = if s.tp as u64 * s.cp as u64 <= c.gpus_per_node as u64 { (gpu.intra_node_bw, ALPHA_INTRA_S) } else { (gpu.inter_node_bw, ALPHA_INTER_S) };
-            (s.cp as f64 - 1.0) * comm::p2p(2.0 * (tokens * kv / t) as f64 * bytes, cbw, calpha)
+            (s.cp as f64 - 1.0) * comm::p2p(2.0 * (tokens as u128 * kv as u128 / t as u128) as f64 * bytes, cbw, calpha)
         } else {
             0.0
         };
@@ -303,7 +304,7 @@ impl LayerBase {
         let vp = params::padded_vocab(m.vocab, s.tp) as u64;
         let embedding = Work { gemm: 0.0, attn: 0.0, mem: 4.0 * th * bytes / gpu.memory_bw, comm: comm::all_reduce(th * bytes, t, bw, alpha) };
         let head_gemm = Gemm::new(tokens, vp / t, h, 1);
-        let logits = (tokens * vp / t) as f64;
+        let logits = (tokens as u128 * vp as u128 / t as u128) as f64;
         let head = Work {
             gemm: head_gemm.time(gpu, p) + gemm_bwd(head_gemm, gpu, p),
             attn: 0.0,

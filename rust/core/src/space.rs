@@ -152,7 +152,8 @@ impl Space {
             b.ffn_hidden
         } else {
             let f = b.ffn_hidden as f64 * hidden as f64 / b.hidden as f64;
-            ((f / 128.0).round() as u32).max(1) * 128
+            // Saturates far above the FFN limit, which validation then reports.
+            (f / 128.0).round().clamp(1.0, (u32::MAX / 128) as f64) as u32 * 128
         };
         Ok(Model { hidden, layers, heads, kv_heads, head_dim: hidden / heads, ffn_hidden: ffn, ..*b })
     }
@@ -247,7 +248,9 @@ fn run_block(space: &Space, block: u64, per_block: u64, bound: &SharedBound, out
         }
     };
     if m.validate().is_err() {
-        prune_all(out, Reject::HiddenNotDivisibleByHeads, per_block);
+        // hidden % heads is checked above: what validation refuses here is a shape too large to
+        // represent (FFN or head size over its limit, more than 2^53 parameters): out of any budget.
+        prune_all(out, Reject::ParamsOutOfBudget, per_block);
         return;
     }
     if let Some((lo, hi_p)) = space.params_range {

@@ -104,6 +104,19 @@ impl Model {
             if self.dense_layers > self.layers {
                 return Err(TopoError::too_large("dense_layers", self.dense_layers, self.layers));
             }
+            if self.shared_experts > 1 << 16 {
+                return Err(TopoError::too_large("shared_experts", self.shared_experts, 1 << 16));
+            }
+        }
+        // Parameter counts are reported exactly (as f64 and i64): at most 2^53, ~9e15, 50000 times
+        // the largest published dense models.
+        let total = crate::formulas::params::total(self);
+        if total > 1 << 53 {
+            return Err(TopoError::new(
+                "model_too_large",
+                "layers",
+                format!("the model (`layers` {} x `hidden` {}) would have {:.2e} parameters; at most 2^53 (9.0e15)", self.layers, self.hidden, total as f64),
+            ));
         }
         Ok(())
     }
@@ -274,6 +287,10 @@ impl Strategy {
         positive("ep", self.ep as u64, 1 << 16)?;
         positive("mbs", self.mbs as u64, 1 << 20)?;
         positive("gbs", self.gbs as u64, 1 << 31)?;
+        let gpus = self.dp as u128 * self.tp as u128 * self.pp as u128 * self.cp as u128;
+        if gpus > 1 << 40 {
+            return Err(TopoError::new("invalid_value", "dp", format!("dp*tp*pp*cp = {gpus} GPUs; at most 2^40")));
+        }
         if self.zero_stage > 3 {
             return Err(TopoError::new(
                 "invalid_value",

@@ -67,7 +67,8 @@ impl Gemm {
         if self.m == 0 || self.n == 0 || self.k == 0 || self.batch == 0 {
             return 0.0;
         }
-        let bytes = p.compute_bytes() * self.batch as f64 * (self.m * self.k + self.k * self.n + self.m * self.n) as f64;
+        let (m, n, k) = (self.m as f64, self.n as f64, self.k as f64);
+        let bytes = p.compute_bytes() * self.batch as f64 * (m * k + k * n + m * n);
         let memory_bound = bytes / gpu.memory_bw;
         if !self.tensor_core_aligned(p) {
             return (self.flops() / gpu.vector_fp32).max(memory_bound);
@@ -77,10 +78,10 @@ impl Gemm {
         let mut best = f64::INFINITY;
         for (tm, tn, eff) in TILES {
             // Tile sizes are powers of two: shifts instead of divisions (this is the hot loop of
-            // enumeration); waves in f64, exact for any realistic tile count (< 2^53).
-            let tiles = ceil_shift(self.m, tm) * ceil_shift(self.n, tn) * self.batch;
-            let waves = (tiles as f64 / sms).ceil();
-            let t = waves * 2.0 * (tm * tn * self.k) as f64 / (per_sm * eff);
+            // enumeration); tile counts in f64: exact below 2^53, and no overflow above.
+            let tiles = ceil_shift(self.m, tm) as f64 * ceil_shift(self.n, tn) as f64 * self.batch as f64;
+            let waves = (tiles / sms).ceil();
+            let t = waves * 2.0 * (tm * tn) as f64 * self.k as f64 / (per_sm * eff);
             best = best.min(t);
         }
         best.max(memory_bound)

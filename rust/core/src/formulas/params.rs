@@ -3,13 +3,15 @@
 //! # Source
 //! The layer structure of GPT-style decoders (Megatron-LM `ParallelTransformerLayer`, HF
 //! `BloomBlock`, `LlamaDecoderLayer`, `MixtralSparseMoeBlock`, DeepSeek-V2 `DeepseekV2Attention`).
-//! Checked against published exact counts in the tests below.
+//! Checked against published exact counts in the tests below. Counts are `u128`: a product of
+//! layers, hidden size, FFN size and experts at their limits does not fit 64 bits, and
+//! [`crate::spec::Model::validate`] refuses a model whose total exceeds 2^53.
 
 use crate::spec::{Activation, Model, Norm, Position};
 
 /// Parameters of one norm layer: weight, plus bias for a LayerNorm with biases.
-pub fn norm(m: &Model) -> u64 {
-    let h = m.hidden as u64;
+pub fn norm(m: &Model) -> u128 {
+    let h = m.hidden as u128;
     match m.norm {
         Norm::LayerNorm if m.bias => 2 * h,
         _ => h,
@@ -22,26 +24,26 @@ pub fn norm(m: &Model) -> u64 {
 /// GQA: `h*(a*d) + 2*h*(g*d) + (a*d)*h` (+ biases `a*d + 2*g*d + h`), a heads, g KV heads, d head dim.
 /// MLA (DeepSeek-V2 §2.1): `h*rq + rq + rq*a*(dn+dr)` (or `h*a*(dn+dr)` without a query rank)
 /// `+ h*(rkv+dr) + rkv + rkv*a*(dn+dv) + a*dv*h`.
-pub fn attention(m: &Model) -> u64 {
-    let h = m.hidden as u64;
-    let a = m.heads as u64;
+pub fn attention(m: &Model) -> u128 {
+    let h = m.hidden as u128;
+    let a = m.heads as u128;
     if let Some(mla) = m.mla {
-        let (rq, rkv) = (mla.q_lora_rank as u64, mla.kv_lora_rank as u64);
-        let (dn, dr, dv) = (mla.qk_nope_head_dim as u64, mla.qk_rope_head_dim as u64, mla.v_head_dim as u64);
+        let (rq, rkv) = (mla.q_lora_rank as u128, mla.kv_lora_rank as u128);
+        let (dn, dr, dv) = (mla.qk_nope_head_dim as u128, mla.qk_rope_head_dim as u128, mla.v_head_dim as u128);
         let q = if rq > 0 { h * rq + rq + rq * a * (dn + dr) } else { h * a * (dn + dr) };
         let kv = h * (rkv + dr) + rkv + rkv * a * (dn + dv);
         return q + kv + a * dv * h;
     }
-    let d = m.head_dim as u64;
-    let g = m.kv_heads as u64;
+    let d = m.head_dim as u128;
+    let g = m.kv_heads as u128;
     let weights = h * a * d + 2 * h * g * d + a * d * h;
     let biases = if m.bias { a * d + 2 * g * d + h } else { 0 };
     weights + biases
 }
 
 /// Parameters of one MLP with intermediate size `f`: 2 matrices for GELU, 3 for SwiGLU.
-pub fn mlp(m: &Model, f: u64) -> u64 {
-    let h = m.hidden as u64;
+pub fn mlp(m: &Model, f: u128) -> u128 {
+    let h = m.hidden as u128;
     match m.activation {
         Activation::Gelu => 2 * h * f + if m.bias { f + h } else { 0 },
         Activation::Swiglu => 3 * h * f + if m.bias { 2 * f + h } else { 0 },
@@ -49,48 +51,48 @@ pub fn mlp(m: &Model, f: u64) -> u64 {
 }
 
 /// Parameters of one dense decoder layer.
-pub fn dense_layer(m: &Model) -> u64 {
-    attention(m) + mlp(m, m.ffn_hidden as u64) + 2 * norm(m)
+pub fn dense_layer(m: &Model) -> u128 {
+    attention(m) + mlp(m, m.ffn_hidden as u128) + 2 * norm(m)
 }
 
 /// Parameters of one MoE layer: attention, router, routed and shared experts.
-pub fn moe_layer(m: &Model) -> u64 {
-    let experts = m.experts as u64 + m.shared_experts as u64;
-    attention(m) + m.hidden as u64 * m.experts as u64 + experts * mlp(m, m.moe_ffn_hidden as u64) + 2 * norm(m)
+pub fn moe_layer(m: &Model) -> u128 {
+    let experts = m.experts as u128 + m.shared_experts as u128;
+    attention(m) + m.hidden as u128 * m.experts as u128 + experts * mlp(m, m.moe_ffn_hidden as u128) + 2 * norm(m)
 }
 
 /// Parameters of an MoE layer that one token uses (top-k routed plus shared experts).
-pub fn moe_layer_active(m: &Model) -> u64 {
-    let experts = m.topk as u64 + m.shared_experts as u64;
-    attention(m) + m.hidden as u64 * m.experts as u64 + experts * mlp(m, m.moe_ffn_hidden as u64) + 2 * norm(m)
+pub fn moe_layer_active(m: &Model) -> u128 {
+    let experts = m.topk as u128 + m.shared_experts as u128;
+    attention(m) + m.hidden as u128 * m.experts as u128 + experts * mlp(m, m.moe_ffn_hidden as u128) + 2 * norm(m)
 }
 
 /// Word embedding for a (possibly padded) vocabulary.
-pub fn embedding(m: &Model, vocab: u64) -> u64 {
-    vocab * m.hidden as u64
+pub fn embedding(m: &Model, vocab: u128) -> u128 {
+    vocab * m.hidden as u128
 }
 
 /// Learned position table and the optional norm after the embedding.
-pub fn embedding_extras(m: &Model) -> u64 {
-    let pos = if m.position == Position::Learned { m.position_rows as u64 * m.hidden as u64 } else { 0 };
+pub fn embedding_extras(m: &Model) -> u128 {
+    let pos = if m.position == Position::Learned { m.position_rows as u128 * m.hidden as u128 } else { 0 };
     pos + if m.embedding_norm { norm(m) } else { 0 }
 }
 
 /// Total parameters with the checkpoint's vocabulary: the number model cards publish.
-pub fn total(m: &Model) -> u64 {
-    let layers = (m.layers - m.moe_layers()) as u64 * dense_layer(m) + m.moe_layers() as u64 * if m.is_moe() { moe_layer(m) } else { 0 };
-    let head = if m.tied_embeddings { 0 } else { embedding(m, m.vocab as u64) };
-    embedding(m, m.vocab as u64) + embedding_extras(m) + layers + norm(m) + head
+pub fn total(m: &Model) -> u128 {
+    let layers = (m.layers - m.moe_layers()) as u128 * dense_layer(m) + m.moe_layers() as u128 * if m.is_moe() { moe_layer(m) } else { 0 };
+    let head = if m.tied_embeddings { 0 } else { embedding(m, m.vocab as u128) };
+    embedding(m, m.vocab as u128) + embedding_extras(m) + layers + norm(m) + head
 }
 
 /// Parameters a token touches (MoE: top-k and shared experts only); equals [`total`] when dense.
-pub fn active(m: &Model) -> u64 {
+pub fn active(m: &Model) -> u128 {
     if !m.is_moe() {
         return total(m);
     }
-    let layers = (m.layers - m.moe_layers()) as u64 * dense_layer(m) + m.moe_layers() as u64 * moe_layer_active(m);
-    let head = if m.tied_embeddings { 0 } else { embedding(m, m.vocab as u64) };
-    embedding(m, m.vocab as u64) + embedding_extras(m) + layers + norm(m) + head
+    let layers = (m.layers - m.moe_layers()) as u128 * dense_layer(m) + m.moe_layers() as u128 * moe_layer_active(m);
+    let head = if m.tied_embeddings { 0 } else { embedding(m, m.vocab as u128) };
+    embedding(m, m.vocab as u128) + embedding_extras(m) + layers + norm(m) + head
 }
 
 /// Vocabulary padded as Megatron-LM does: up to a multiple of `128 * tp`
@@ -131,7 +133,7 @@ impl LayerCounts {
             norm: norm(m) as f64,
             dense_layer: dense_layer(m) as f64,
             attention: attention(m) as f64,
-            expert_mlp: if m.is_moe() { mlp(m, m.moe_ffn_hidden as u64) as f64 } else { 0.0 },
+            expert_mlp: if m.is_moe() { mlp(m, m.moe_ffn_hidden as u128) as f64 } else { 0.0 },
             router: m.hidden as f64 * m.experts as f64,
             embedding_extras: embedding_extras(m) as f64,
         }
@@ -248,7 +250,7 @@ mod tests {
         let m = llama2_7b();
         for pp in [1, 2, 3, 4, 8] {
             let sum: f64 = (0..pp).map(|s| stage_rank(&m, 1, 1, pp, s)).sum();
-            assert_eq!(sum as u64, total(&m), "pp={pp}");
+            assert_eq!(sum as u128, total(&m), "pp={pp}");
         }
     }
 
