@@ -97,6 +97,8 @@ def test_ignored_columns_are_listed_and_measures_converted():
     ([{**CONFIGS[0], "step_time_s": 1.0}], {"base": "nope"}, "nope"),
     ([{**CONFIGS[0], "step_time_s": 1.0}], {"free": ["speed"]}, "free"),
     ([{**CONFIGS[0], "step_time_s": 1.0}], {"name": ""}, "name"),
+    # gbs 250 is not a multiple of mbs 4 x dp 8: it cannot run as given, so it is not fitted
+    ([{**CONFIGS[1], "gbs": 250, "step_time_s": 10.0}], {}, "run 0"),
     ("runs.xlsx", {}, "runs"),
     ("no/such/runs.csv", {}, "runs"),
     (42, {}, "runs"),
@@ -113,6 +115,9 @@ def test_bad_input_is_one_line(runs, kw, field):
     ('["a"]\nbase = "llm-foundry-a100"\ngemm_efficiency = "fast"\n', "gemm_efficiency"),
     ('["a"]\nbase = "llm-foundry-a100"\ngemm_efficiency = 7.0\n', "gemm_efficiency"),
     ('["a"]\nbase = "llm-foundry-a100"\n["b"]\nbase = "llm-foundry-a100"\n', "exactly one"),
+    ('["a"]\nbase = "llm-foundry-a100"\ngemm_eficiency = 0.5\n', "gemm_eficiency"),
+    ('["a"]\nbase = "llm-foundry-a100"\nmemory_overhead_gib = -1\n', "memory_overhead_gib"),
+    ('["a"]\nbase = "llm-foundry-a100"\nflash_attention = "no"\n', "flash_attention"),
 ])
 def test_bad_profile_file_is_one_line(tmp_path, text, field):
     path = tmp_path / "p.toml"
@@ -138,3 +143,25 @@ def test_cli_calibrate_writes_a_profile(tmp_path, capsys):
     rc = cli.main(["calibrate", str(csv), "-o", str(tmp_path / "mine.txt")])
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith("error: `output` must end in .toml")
+
+
+def test_saved_file_survives_any_printable_name_and_records_the_links(tmp_path):
+    runs = [{**c, "inter_node_gbs": 12.5} for c in _measure(_truth_file(tmp_path, gemm_efficiency=0.7))[:2]]
+    cal = toposcan.calibrate(runs, base="llm-foundry-a100", name='my "a100" \\ cluster ]')
+    path = tmp_path / "odd.toml"
+    cal.save(path)
+    assert "inter_node_gbs = 12.5" in path.read_text()
+    r = toposcan.evaluate(**{k: v for k, v in runs[0].items() if k not in ("step_time_s", "mem_gb")},
+                          profile=str(path))
+    assert r["step_time_s"][0] == pytest.approx(cal.runs["fitted_step_s"][0], rel=1e-12)
+
+
+def test_duplicate_columns_and_runs_predicted_oom_are_reported(tmp_path):
+    csv = tmp_path / "dup.csv"
+    csv.write_text("model,tp,tp,step_time_s\nmpt-1b,1,2,3.0\n")
+    with pytest.raises(toposcan.ToposcanError, match="column twice: tp"):
+        toposcan.calibrate(str(csv))
+    # a run the memory model says cannot fit still ran: fitted, and said
+    big = dict(CONFIGS[3], recompute="none", mbs=8, gbs=8 * 16 * 2)  # mpt-13b: about 130 GiB predicted
+    cal = toposcan.calibrate([{**big, "step_time_s": 60.0}, {**CONFIGS[0], "step_time_s": 5.0}], base="llm-foundry-a100")
+    assert any("predicted not to fit" in n for n in cal.notes)

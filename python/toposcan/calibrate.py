@@ -105,16 +105,22 @@ class Calibration:
     memory_mape: float | None = None
     base_memory_mape: float | None = None
     ignored: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    #: Link overrides (intra_node_gbs, inter_node_gbs) the runs were measured with, if all share them.
+    links: dict[str, float] = field(default_factory=dict)
 
     def to_toml(self) -> str:
         """The profile as a TOML table over its base profile."""
         today = datetime.date.today().isoformat()
         lines = [f"# toposcan profile calibrated on {self.runs.height} measured run(s), {today}.",
                  f"# Use it with: topo enumerate --profile <this file> (or profile=\"<this file>\" in Python).",
-                 f'["{self.name}"]',
-                 f'base = "{self.base}"',
-                 f'description = "{self.base} calibrated on {self.runs.height} run(s) from {_toml_str(self.source)}"',
+                 f'["{_toml_str(self.name)}"]',
+                 f'base = "{_toml_str(self.base)}"',
+                 f'description = "{_toml_str(self.base)} calibrated on {self.runs.height} run(s) from {_toml_str(self.source)}"',
                  f'source = "toposcan.calibrate, {today}"']
+        if self.links:  # the runs' cluster links are not part of the profile: say which they were
+            opts = ", ".join(f"{k} = {v:g}" for k, v in self.links.items())
+            lines.insert(2, f"# The runs were measured with {opts}: give the same when using this profile.")
         for k, v in self.constants.items():
             lines.append(f"{k} = {float(v)!r}")  # full precision: a reload predicts exactly the same
         lines.append(f"fit = {{ mape = {self.mape:.2f}, max_error = {self.max_error:.2f}, "
@@ -126,7 +132,8 @@ class Calibration:
         return {"name": self.name, "base": self.base, "source": self.source, "constants": self.constants,
                 "base_constants": self.base_constants, "mape": self.mape, "max_error": self.max_error,
                 "loo_mape": self.loo_mape, "base_mape": self.base_mape, "memory_mape": self.memory_mape,
-                "base_memory_mape": self.base_memory_mape, "ignored": self.ignored, "runs": self.runs.to_dicts()}
+                "base_memory_mape": self.base_memory_mape, "ignored": self.ignored, "notes": self.notes,
+                "links": self.links, "runs": self.runs.to_dicts()}
 
     def save(self, path: str | Path) -> None:
         """Writes :meth:`to_toml` to ``path`` (which must end in ``.toml``, as ``profile=`` expects)."""
@@ -149,11 +156,21 @@ class Calibration:
             out.append(f"  {k:<22} {b:>10.4g} -> {v:<10.4g}" + ("" if math.isclose(b, v, rel_tol=1e-3, abs_tol=1e-12) else " *"))
         if self.ignored:
             out.append(f"ignored columns: {', '.join(self.ignored)}")
+        out += [f"note: {n}" for n in self.notes]
         return "\n".join(out)
 
 
 def _toml_str(text: str) -> str:
-    return text.replace("\\", "/").replace('"', "'")
+    """``text`` as the inside of a TOML basic string: backslash, quote and control characters escaped."""
+    out = []
+    for ch in text:
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def _read(runs: Any) -> tuple[pl.DataFrame, str]:
@@ -203,7 +220,13 @@ def calibrate(runs: Any, *, base: str | None = None, name: str = "calibrated", f
     >>> cal.mape < 1.0
     True
     """
+    if not (isinstance(name, str) and name.strip() and name.isprintable()):
+        raise InputError(f"`name` must be a non-empty printable string, got {spec._show(name, quote=True)}",
+                         code="invalid_value")
     df, source = _read(runs)
+    dup = [c for c in df.columns if "_duplicated_" in c]
+    if dup:
+        raise InputError(f"`runs` has a column twice: {dup[0].split('_duplicated_')[0]}", code="invalid_value")
     if df.height == 0:
         raise InputError("`runs` is empty: give at least one measured run", code="invalid_value")
     if df.height > 10_000:
@@ -230,21 +253,32 @@ def calibrate(runs: Any, *, base: str | None = None, name: str = "calibrated", f
                          code="invalid_value")
     base_core, _ = spec.profile_dict(base_name)
 
-    core_runs, steps, kws, mems = [], [], [], []
+    core_runs, steps, mems, notes = [], [], [], []
+    opts = spec.options_dict(0.0, 1e12, False, False)
+    gpus_seen = {r.get("gpu") or "a100-80" for r in rows}
+    if len(gpus_seen) > 1:
+        notes.append(f"runs on several GPUs ({', '.join(sorted(map(str, gpus_seen)))}) share one profile, started "
+                     f"from `{base_name}`; a profile per GPU fits better")
+    links = {k: rows[0].get(k) for k in ("intra_node_gbs", "inter_node_gbs")
+             if rows[0].get(k) is not None and all(r.get(k) == rows[0].get(k) for r in rows)}
     for i, r in enumerate(rows):
         kw = {k: v for k, v in r.items() if k in CONFIG_KEYS and v is not None and not _is_nan(v)}
         kw["profile"] = base_name
         try:
             model_d, cluster_d, strat, _ = core_inputs(kw)
-            pred = api.evaluate(**kw, _frame=False)
+            cols, _, reject, message, _ = api._core_call(_core.evaluate, model_d, cluster_d, strat, base_core, opts)
         except ToposcanError as e:
             raise InputError(f"run {i}: {e.message}", code=e.code) from None
+        pred = {k: v[0] for k, v in cols.items()}
+        if reject == "oom":  # it ran: the memory model is off for it, the time model is not
+            notes.append(f"run {i} is predicted not to fit ({pred['mem_gb']:.1f} GiB) though it ran")
+        elif reject is not None:  # a configuration that cannot run as given: its time would be fiction
+            raise InputError(f"run {i}: {message}", code=reject)
         measure = next((m for m in measures if r.get(m) is not None and not _is_nan(r[m])), None)
         if measure is None:
             raise InputError(f"run {i}: no measured value in {', '.join(measures)}", code="missing_field")
         steps.append(_measured_step(measure, r[measure], pred, i))
         core_runs.append((model_d, cluster_d, strat))
-        kws.append(kw)
         mem = r.get("mem_gb")
         mems.append(None if mem is None or _is_nan(mem) else spec.positive_float(f"runs[{i}].mem_gb", mem))
 
@@ -287,13 +321,10 @@ def calibrate(runs: Any, *, base: str | None = None, name: str = "calibrated", f
         m = table.drop_nulls("measured_mem_gb")
         base_memory_mape = float(((m["base_mem_gb"] / m["measured_mem_gb"] - 1).abs() * 100).mean())
         memory_mape = float(((m["fitted_mem_gb"] / m["measured_mem_gb"] - 1).abs() * 100).mean())
-    name = name if isinstance(name, str) and name.strip() and name.isprintable() else None
-    if name is None:
-        raise InputError("`name` must be a non-empty printable string", code="invalid_value")
     return Calibration(name=name, base=base_name, constants=constants, base_constants=base_constants,
                        mape=fit["mape"], max_error=fit["max_error"], loo_mape=fit["loo_mape"], base_mape=base_mape,
                        runs=table, source=source, memory_mape=memory_mape, base_memory_mape=base_memory_mape,
-                       ignored=ignored)
+                       ignored=ignored, notes=notes, links={k: float(v) for k, v in links.items()})
 
 
 def _is_nan(v: Any) -> bool:

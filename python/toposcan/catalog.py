@@ -7,6 +7,7 @@ allowed.
 from __future__ import annotations
 
 import functools
+import math
 import tomllib
 from importlib import resources
 from typing import Any
@@ -74,12 +75,22 @@ def _profile_file(path: str) -> dict[str, Any]:
     if not isinstance(base, str) or base.endswith(".toml"):
         raise InputError(f"`profile`: `{shown}` needs `base = \"<catalog profile>\"` (see `topo profiles`)",
                          code="parse_error")
-    merged = {**_lookup("profile", "profiles.toml", base), **entry}
+    base_entry = _lookup("profile", "profiles.toml", base)
+    unknown = [k for k in entry if k not in base_entry and k != "base"]
+    if unknown:  # a misspelt constant would otherwise be ignored silently
+        raise InputError(f"`profile`: `{shown}`: unknown key `{_show(unknown[0])}`; one of: {', '.join(sorted(base_entry))}",
+                         code="parse_error")
+    merged = {**base_entry, **entry}
     for key in ("gemm_efficiency", "attention_efficiency", "memory_efficiency", "intra_link_efficiency",
                 "inter_link_efficiency", "layer_overhead_s", "dp_overlap", "step_overhead_s", "memory_overhead_gib",
                 "fragmentation", "grad_bytes", "grad_shard_bytes", "logit_bytes"):
-        if not isinstance(merged.get(key), (int, float)) or isinstance(merged.get(key), bool):
-            raise InputError(f"`profile`: `{shown}`: `{key}` must be a number, got {_show(merged.get(key), quote=True)}",
+        v = merged.get(key)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+            raise InputError(f"`profile`: `{shown}`: `{key}` must be a number >= 0, got {_show(v, quote=True)}",
+                             code="parse_error")
+    for key in ("flash_attention", "p2p_scatter_gather"):
+        if not isinstance(merged.get(key), bool):
+            raise InputError(f"`profile`: `{shown}`: `{key}` must be true or false, got {_show(merged.get(key), quote=True)}",
                              code="parse_error")
     return merged
 

@@ -105,7 +105,7 @@ def enumerate_cmd(
     pp: Annotated[StrOpt, Opt(help="Pipeline degrees (default: every divisor of the GPU count).")] = None,
     vpp: Annotated[str, Opt(help="Virtual pipeline stages per rank.")] = "1",
     cp: Annotated[StrOpt, Opt(help="Context-parallel degrees (default 1,2,4,8 for sequences of 16k tokens or more, else 1).")] = None,
-    ep: Annotated[StrOpt, Opt(help="Expert-parallel degrees (default: powers of two dividing the experts of an MoE model).")] = None,
+    ep: Annotated[StrOpt, Opt(help="Expert-parallel degrees (default: powers of two up to 64 and the GPU count dividing an MoE model's experts).")] = None,
     mbs: Annotated[str, Opt(help="Micro batch sizes.")] = "1,2,4,8",
     gbs: Annotated[str, Opt(help="Global batch sizes (samples).")] = "2048",
     zero_stage: Annotated[str, Opt(help="ZeRO stages (3 = FSDP).")] = "0,1,2,3",
@@ -331,13 +331,12 @@ def calibrate_cmd(
     cal = toposcan.calibrate(runs, base=base, name=name, free=free_l)
     if output:
         cal.save(output)
+        _stderr(f"wrote {output}; use it with --profile {output}")
     if fmt == "json":
         sys.stdout.write(json.dumps(render.json_safe(cal.to_dict()), default=str, allow_nan=False) + "\n")
     else:
         sys.stdout.write(str(cal) + "\n\n")
         render.write(cal.runs, "table", None, columns=list(cal.runs.columns))
-    if output:
-        _stderr(f"wrote {output}; use it with --profile {output}")
 
 
 @app.command("validate")

@@ -165,9 +165,9 @@ def cluster_dict(gpu: str, nodes: Any, gpus_per_node: Any, intra_node_gbs: Any =
         "memory_bw": float(g["memory_bw_gbs"]) * 1e9,
         "sms": int(g["sms"]),
         "intra_node_bw": (float(g["intra_node_gbs"]) if intra_node_gbs is None
-                          else positive_float("intra_node_gbs", intra_node_gbs, maximum=1e5)) * 1e9,
+                          else positive_float("intra_node_gbs", intra_node_gbs, minimum=0.01, maximum=1e5)) * 1e9,
         "inter_node_bw": (float(g["inter_node_gbs"]) if inter_node_gbs is None
-                          else positive_float("inter_node_gbs", inter_node_gbs, maximum=1e5)) * 1e9,
+                          else positive_float("inter_node_gbs", inter_node_gbs, minimum=0.01, maximum=1e5)) * 1e9,
         "board_power_w": float(g["board_power_w"]),
         "nodes": nodes,
         "gpus_per_node": gpn,

@@ -281,7 +281,7 @@ impl LayerBase {
         let th = tokens as f64 * h as f64;
         let mlp_width = |width: u64| (tokens as u128 * (up_mult + 1) as u128 * width as u128 / t as u128) as f64;
         let rope_elems = if m.position == Position::Rope { 2.0 * (tokens as u128 * (q + kv) as u128 / t as u128) as f64 } else { 0.0 };
-        let moe_width = (m.topk + m.shared_experts) as u64 * m.moe_ffn_hidden as u64;
+        let moe_width = (m.topk as u64 + m.shared_experts as u64) * m.moe_ffn_hidden as u64;
 
         // Tensor-parallel traffic: two all-reduces per layer forward (or two all-gathers and two
         // reduce-scatters with sequence parallelism: the same bytes), two in backward.

@@ -93,6 +93,9 @@ impl Model {
             ));
         }
         if self.is_moe() {
+            if self.experts > 1 << 16 {
+                return Err(TopoError::too_large("experts", self.experts, 1 << 16));
+            }
             if self.topk == 0 || self.topk > self.experts {
                 return Err(TopoError::new(
                     "invalid_value",

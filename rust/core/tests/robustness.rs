@@ -49,7 +49,9 @@ fn random_model(r: &mut Rng) -> Model {
     let head_dim = r.edge(1 << 16).min((1 << 22) / heads as u64).max(1) as u32;
     let kv_heads = if r.next() % 2 == 0 { heads } else { 1 };
     let moe = r.next() % 3 == 0;
-    let experts = if moe { r.edge(1 << 16) as u32 } else { 0 };
+    // Past the limit too (u32::MAX): validation must refuse it, not overflow on it.
+    let max_experts = if r.next() % 8 == 0 { u32::MAX as u64 } else { 1 << 16 };
+    let experts = if moe { r.edge(max_experts) as u32 } else { 0 };
     let layers = r.edge(1 << 20) as u32;
     Model {
         layers,
