@@ -516,8 +516,10 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
     let micro = s.grad_accum().max(1);
     let pp = s.pp;
     let tp_link = if lc.comm_intra { prof.intra_link_efficiency } else { prof.inter_link_efficiency };
-    let kernels = |w: Work| w.gemm / prof.gemm_efficiency + w.attn / prof.attention_efficiency + w.mem / prof.memory_efficiency;
-    let secs = |w: Work| kernels(w) + w.comm / tp_link;
+    // Reciprocals once: the split below applies them to several Work values per candidate.
+    let (r_gemm, r_attn, r_mem, r_link) = (1.0 / prof.gemm_efficiency, 1.0 / prof.attention_efficiency, 1.0 / prof.memory_efficiency, 1.0 / tp_link);
+    let kernels = |w: Work| w.gemm * r_gemm + w.attn * r_attn + w.mem * r_mem;
+    let secs = |w: Work| kernels(w) + w.comm * r_link;
     let dp_stride = s.tp as u64 * s.cp as u64;
 
     // One layer per micro batch. ZeRO-3 / FSDP gathers the weights twice (forward, backward) and
@@ -532,7 +534,7 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
             0.0
         };
         let own = w.sub(re);
-        Split { compute: kernels(own), recompute: secs(re), tp_comm: own.comm / tp_link, overhead: prof.layer_overhead_s, fsdp_comm, p2p: 0.0 }
+        Split { compute: kernels(own), recompute: secs(re), tp_comm: own.comm * r_link, overhead: prof.layer_overhead_s, fsdp_comm, p2p: 0.0 }
     };
     let dense = layer_split(lc.dense, lc.dense_recompute, params::dense_layer(m) as f64);
     let moe = if m.is_moe() { layer_split(lc.moe, lc.moe_recompute, params::moe_layer(m) as f64 / s.ep as f64) } else { dense };
@@ -553,7 +555,7 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
     } else {
         0.0
     };
-    let edge = |w: Work| Split { compute: kernels(w), tp_comm: w.comm / tp_link, ..Split::default() };
+    let edge = |w: Work| Split { compute: kernels(w), tp_comm: w.comm * r_link, ..Split::default() };
     let (emb, head) = (edge(lc.embedding), edge(lc.head));
     let (t_emb, t_head) = (emb.total(), head.total());
 
@@ -593,8 +595,11 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
     let r = m.layers % pp;
     let (mut t_max, mut slowest) = (0f64, 0u32);
     for st in [0, 1, r.saturating_sub(1), r, pp - 1] {
-        if st < pp && stage_time(st) > t_max {
-            (t_max, slowest) = (stage_time(st), st);
+        if st < pp {
+            let t = stage_time(st);
+            if t > t_max {
+                (t_max, slowest) = (t, st);
+            }
         }
     }
     let dense_total = if m.is_moe() { m.dense_layers.min(m.layers) } else { m.layers };
