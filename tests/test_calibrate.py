@@ -165,3 +165,9 @@ def test_duplicate_columns_and_runs_predicted_oom_are_reported(tmp_path):
     big = dict(CONFIGS[3], recompute="none", mbs=8, gbs=8 * 16 * 2)  # mpt-13b: about 130 GiB predicted
     cal = toposcan.calibrate([{**big, "step_time_s": 60.0}, {**CONFIGS[0], "step_time_s": 5.0}], base="llm-foundry-a100")
     assert any("predicted not to fit" in n for n in cal.notes)
+
+
+def test_calibration_renders_in_a_notebook():
+    cal = toposcan.calibrate("tests/fixtures/calibrate/seed002_a100_40.csv", base="llm-foundry-a100")
+    md = cal._repr_markdown_()
+    assert all(f"`{k}`" in md for k in cal.constants) and "leave-one-out" in md

@@ -98,3 +98,11 @@ def test_foundry_files_get_the_foundry_profile_for_their_gpu(gpu, profile):
     # one for the GPU where there is one (profiles.toml `default_for`).
     r = toposcan.check(FIX + "foundry_mpt_7b_fsdp2.yaml", gpu=gpu, nodes=1, compare=False)
     assert r.config["profile"] == profile
+
+
+def test_report_renders_in_a_notebook():
+    # Jupyter shows _repr_markdown_: the verdict, one table row per check, the prediction
+    r = toposcan.check(FIX + "bloom_tr11_176b_ml.slurm", gpu="a100-80", compare=False)
+    md = r._repr_markdown_()
+    assert "pass with warnings" in md and md.count("\n| ") == len(r.checks) + 1  # header + checks
+    assert all(f"`{c.code}`" in md for c in r.checks) and "spent on" in md

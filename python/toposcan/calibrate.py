@@ -145,6 +145,12 @@ class Calibration:
         except OSError as e:
             raise InputError(f"cannot write `{spec._show(str(path))}`: {e.strerror or e}", code="io_error") from None
 
+    def _repr_markdown_(self) -> str:
+        """A summary and the constants as Markdown (Jupyter shows it)."""
+        head, *rest = str(self).splitlines()
+        consts = "\n".join(f"| `{k}` | {self.base_constants[k]:.4g} | {v:.4g} |" for k, v in self.constants.items())
+        return (f"**{head}**\n\n{rest[0]}\n\n| constant | base | fitted |\n|---|---:|---:|\n{consts}\n")
+
     def __str__(self) -> str:
         out = [f"profile `{self.name}`: `{self.base}` calibrated on {self.runs.height} run(s) from {self.source}",
                f"step time error: {self.base_mape:.1f}% with the base profile -> {self.mape:.1f}% fitted "

@@ -94,6 +94,17 @@ class CheckReport:
     def to_json(self) -> str:
         return json.dumps(render.json_safe(self.to_dict()), indent=2, default=_json_default, allow_nan=False)
 
+    def _repr_markdown_(self) -> str:
+        """The report as a Markdown table (Jupyter shows it)."""
+        verdict = "FAIL" if self.failed else ("pass with warnings" if self.warned else "pass")
+        cell = lambda t: (t or "").replace("|", "\\|")  # noqa: E731
+        rows = "\n".join(f"| {ch.status} | `{ch.code}` | {cell(ch.message)} | {cell(ch.fix) if ch.status != 'pass' else ''} |"
+                         for ch in self.checks)
+        text = str(self).splitlines()
+        pred = "\n".join(f"- {ln}" for ln in text if ln.startswith(("predicted", "  spent on")))
+        return (f"**{self.source}** ({self.kind}): **{verdict}**\n\n| status | check | reason | fix |\n|---|---|---|---|\n"
+                f"{rows}\n\n{pred}\n")
+
     def __str__(self) -> str:
         c = self.config
         lines = [f"{self.source} ({self.kind}): {c.get('nodes')} nodes x {c.get('gpus_per_node')} {c.get('gpu')}, "
@@ -108,6 +119,8 @@ class CheckReport:
             lines.append(f"predicted: {p['step_time_s']:.2f} s/step, {p['tflops_per_gpu']:.1f} TFLOP/s per GPU, "
                          f"MFU {p['mfu']:.1%}, {p['tokens_per_s_per_gpu']:,.0f} tokens/s/GPU, peak {p['mem_gb']:.1f} GiB "
                          f"(stage {p['mem_stage']}); {p['train_days']:.1f} days for {p['train_tokens']:.3g} tokens")
+            if p.get("time_breakdown_s"):
+                lines.append(f"  spent on: {render.breakdown(p['time_breakdown_s'])}")
         if self.ignored:
             lines.append(f"ignored ({len(self.ignored)}): " + ", ".join(self.ignored[:12])
                          + (" ..." if len(self.ignored) > 12 else ""))
@@ -303,6 +316,7 @@ def _check_config(cfg: launch.LaunchConfig, label: str, *, nodes: Any, gpu: Any,
     pred = {k: r[k] for k in ("step_time_s", "tflops_per_gpu", "mfu", "hfu", "tokens_per_s_per_gpu", "mem_gb",
                               "mem_stage", "gpu_hours", "train_days", "energy_j_per_token", "bubble_fraction")}
     pred["train_tokens"] = kw["train_tokens"]
+    pred["time_breakdown_s"] = {col: r[col] for _, col in render.BREAKDOWN}
     pred["memory_by_stage_gb"] = [round(x, 2) for x in stages["total_gb"].to_list()]
     report = CheckReport(label, cfg.kind, config, checks, pred, ignored=cfg.ignored, notes=notes)
     if compare and not reject:

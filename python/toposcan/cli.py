@@ -55,12 +55,6 @@ InterOpt = Annotated[Optional[str], Opt("--inter-node-gbs", help="Network GB/s p
 StrOpt = Optional[str]
 
 
-#: The step-time breakdown columns (they add up to step_time_s), as `topo evaluate` labels them.
-BREAKDOWN = (("compute", "compute_s"), ("recompute", "recompute_s"), ("tp comm", "tp_comm_s"),
-             ("pp comm", "pp_comm_s"), ("zero-3 gathers", "fsdp_comm_s"), ("dp comm", "dp_comm_exposed_s"),
-             ("optimizer", "optimizer_s"), ("overheads", "overhead_s"), ("bubble", "bubble_s"))
-
-
 def _stderr(msg: str) -> None:
     sys.stderr.write(msg + "\n")
 
@@ -229,7 +223,7 @@ def evaluate_cmd(
         f"dp tp pp          {r['dp']} x {r['tp']} x {r['pp']} (vpp {r['vpp']}, cp {r['cp']}, ep {r['ep']}) = {r['gpus']} GPUs",
         f"batch             mbs {r['mbs']}, gbs {r['gbs']}, {r['grad_accum']} micro batches per replica",
         f"step time         {r['step_time_s']:.3f} s (bubble {r['bubble_fraction']:.1%})",
-        "  spent on        " + ", ".join(f"{label} {r[col]:.3g} s" for label, col in BREAKDOWN if r[col] > 0),
+        "  spent on        " + render.breakdown(r),
         f"TFLOP/s per GPU   {r['tflops_per_gpu']:.1f} (Megatron-DeepSpeed formula)",
         f"MFU / HFU         {r['mfu']:.1%} / {r['hfu']:.1%}",
         f"tokens/s/GPU      {r['tokens_per_s_per_gpu']:,.0f}",

@@ -71,6 +71,17 @@ def _plain(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns([pl.col(c).cast(pl.String) for c, t in df.schema.items() if isinstance(t, pl.Enum)])
 
 
+#: The step-time breakdown columns (they add up to step_time_s), with the labels the CLI prints.
+BREAKDOWN = (("compute", "compute_s"), ("recompute", "recompute_s"), ("tp comm", "tp_comm_s"),
+             ("pp comm", "pp_comm_s"), ("zero-3 gathers", "fsdp_comm_s"), ("dp comm", "dp_comm_exposed_s"),
+             ("optimizer", "optimizer_s"), ("overheads", "overhead_s"), ("bubble", "bubble_s"))
+
+
+def breakdown(row: dict[str, Any]) -> str:
+    """One line: where a row's step time goes (the non-zero parts of :data:`BREAKDOWN`)."""
+    return ", ".join(f"{label} {row[col]:.3g} s" for label, col in BREAKDOWN if row.get(col, 0) > 0)
+
+
 def json_safe(x: Any) -> Any:
     """``x`` with NaN and infinities as None (JSON has no NaN; strict parsers reject it)."""
     if isinstance(x, float):
