@@ -88,7 +88,7 @@ def _profile_file(path: str) -> dict[str, Any]:
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
             raise InputError(f"`profile`: `{shown}`: `{key}` must be a number >= 0, got {_show(v, quote=True)}",
                              code="parse_error")
-    for key in ("flash_attention", "p2p_scatter_gather"):
+    for key in ("flash_attention", "p2p_scatter_gather", "zero1_allreduce"):
         if not isinstance(merged.get(key), bool):
             raise InputError(f"`profile`: `{shown}`: `{key}` must be true or false, got {_show(merged.get(key), quote=True)}",
                              code="parse_error")

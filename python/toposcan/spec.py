@@ -273,6 +273,7 @@ def profile_dict(name: str | None, gpu: str | None = None) -> tuple[dict[str, An
                                      "fragmentation", "grad_bytes", "grad_shard_bytes", "logit_bytes")}
     core["memory_overhead_bytes"] = float(p["memory_overhead_gib"]) * GIB
     core["p2p_scatter_gather"] = bool(p["p2p_scatter_gather"])
+    core["zero1_allreduce"] = bool(p["zero1_allreduce"])
     return core, p
 
 

@@ -145,6 +145,7 @@ fn profile(d: &Bound<'_, PyDict>) -> PyResult<Profile> {
         grad_shard_bytes: get(d, "grad_shard_bytes")?,
         logit_bytes: get(d, "logit_bytes")?,
         p2p_scatter_gather: get(d, "p2p_scatter_gather")?,
+        zero1_allreduce: get(d, "zero1_allreduce")?,
     })
 }
 
@@ -164,6 +165,7 @@ fn profile_dict<'py>(py: Python<'py>, p: &Profile) -> PyResult<Bound<'py, PyDict
     d.set_item("grad_shard_bytes", p.grad_shard_bytes)?;
     d.set_item("logit_bytes", p.logit_bytes)?;
     d.set_item("p2p_scatter_gather", p.p2p_scatter_gather)?;
+    d.set_item("zero1_allreduce", p.zero1_allreduce)?;
     Ok(d)
 }
 

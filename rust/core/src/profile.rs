@@ -41,6 +41,11 @@ pub struct Profile {
     /// [`crate::formulas::memory::stage_activations`]): 10 for Megatron-LM's cross entropy, 2 for a
     /// fused in-place one.
     pub logit_bytes: f64,
+    /// ZeRO-1 all-reduces the gradients (then each rank steps its optimizer shard) instead of
+    /// reduce-scattering them: DeepSpeed's engine under pipeline parallelism
+    /// (`allreduce_gradients` -> `buffered_allreduce_fallback` for stage 1); Megatron-LM's distributed
+    /// optimizer and ZeRO-2 reduce-scatter.
+    pub zero1_allreduce: bool,
     /// Megatron-LM's pipeline sends split activations over TP ranks (scatter/gather); DeepSpeed's
     /// pipeline engine sends the full tensor from every TP rank.
     pub p2p_scatter_gather: bool,
@@ -140,6 +145,7 @@ impl Default for Profile {
             grad_bytes: 4.0,
             grad_shard_bytes: 0.0,
             logit_bytes: 10.0,
+            zero1_allreduce: false,
             p2p_scatter_gather: true,
         }
     }

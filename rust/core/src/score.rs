@@ -618,16 +618,18 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
     let interleave_p2p = if s.vpp > 1 { (v - 1.0) * micro as f64 * p2p } else { 0.0 };
     let bubble_s = pipeline_s - micro as f64 * t_max - interleave_p2p;
 
-    // Data-parallel gradient reduction of the largest stage (fp32 gradients; ZeRO-1/2 as a
-    // reduce-scatter plus an all-gather of the 16-bit weights), partly hidden behind backward.
+    // Data-parallel gradient reduction of the largest stage, partly hidden behind backward: an
+    // all-reduce without ZeRO; with ZeRO-1/2 a reduce-scatter (an all-reduce where the framework's
+    // ZeRO-1 all-reduces, `Profile::zero1_allreduce`) plus an all-gather of the 16-bit weights.
     let p_stage = mem.p_first.max(mem.p_last);
     let dp_comm_s = if s.dp > 1 && s.zero_stage < 3 {
         let (bw, alpha) = group_link(c, s.dp as u64, dp_stride, prof);
         let dp = s.dp as u64;
-        if s.zero_stage == 0 {
-            comm::all_reduce(p_stage * prof.grad_bytes, dp, bw, alpha)
+        let grads = p_stage * prof.grad_bytes;
+        if s.zero_stage == 0 || (s.zero_stage == 1 && prof.zero1_allreduce) {
+            comm::all_reduce(grads, dp, bw, alpha) + if s.zero_stage == 1 { comm::all_gather(p_stage * 2.0, dp, bw, alpha) } else { 0.0 }
         } else {
-            comm::all_gather(p_stage * prof.grad_bytes, dp, bw, alpha) + comm::all_gather(p_stage * 2.0, dp, bw, alpha)
+            comm::all_gather(grads, dp, bw, alpha) + comm::all_gather(p_stage * 2.0, dp, bw, alpha)
         }
     } else {
         0.0
