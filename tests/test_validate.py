@@ -27,6 +27,8 @@ def test_seed001_step_time_meets_targets(results):
     assert s["seed001"]["mape"] <= 5.0
     assert s["seed001"]["max_error"] <= 20.0
     assert s["seed001"]["spearman"] >= 0.8
+    # held at today's level (MAPE 2.8%, max 14.2%, Spearman 0.90) so a change that loses it fails
+    assert s["seed001"]["mape"] <= 3.0 and s["seed001"]["max_error"] <= 15.0 and s["seed001"]["spearman"] >= 0.88
 
 
 def test_seed001_rank_correlation_within_tables(results):
@@ -34,15 +36,16 @@ def test_seed001_rank_correlation_within_tables(results):
     t = rows.filter(pl.col("table") == "seed001")
     rho = {g: v.spearman(d["measured"].to_list(), d["predicted"].to_list())
            for (g,), d in t.group_by(["group"]) if d.height >= 4}
-    # Issue target (>= 0.8) met on the micro-batch and contender tables ...
+    # Issue target (>= 0.8) met on the contender and lower-PP tables (the latter since DeepSpeed's
+    # partitioned pipeline sends and Jean Zay's network are modelled) ...
     assert rho["contenders_h14336_l72_dp4pp12"] >= 0.8
-    assert rho["contenders_h13824_l84"] >= 0.8 - 1e-9
+    assert rho["contenders_h13824_l84"] >= 0.8
+    assert rho["gbs_lower_pp"] >= 0.8
     # ... not yet on these (README: head_dim-128 slowdown of the 2022 stack, an inconsistent
-    # GBS-1568 row at line 447, the DP24/PP2 rows); held at today's level.
+    # GBS-1568 row at line 447, 02-25 runs after a PCIe fix); held at today's level.
     assert rho["nheads_h14336_l72"] >= 0.6
     assert rho["gbs_variations"] >= 0.75
     assert rho["tp_variations"] >= 0.5
-    assert rho["gbs_lower_pp"] >= 0.25
 
 
 def test_ranked_first_is_within_3pct_of_measured_best(results):

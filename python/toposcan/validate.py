@@ -78,6 +78,10 @@ def _assumed_int(text: str, what: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+#: Network bandwidth per GPU per direction of the cluster seeds/001 ran on, GB/s.
+JEAN_ZAY_NETWORK_GBS = 6.25
+
+
 def seed001_config(r: dict[str, str]) -> dict[str, Any] | None:
     """evaluate() keywords for a seeds/001 row, with the documented assumptions and fixes."""
     hidden = int(r["hidden"]) if r["hidden"] else (_assumed_int(r["assumed"], "hidden") or 14400)
@@ -100,8 +104,10 @@ def seed001_config(r: dict[str, str]) -> dict[str, Any] | None:
         dp = nodes * 8 // (tp * pp)
     if r["table"] == "max_tflops_h14336":
         gbs = 512  # header line 325 says GBS=512; the printed TFLOPs agree with 512
+    # Jean Zay's A100 nodes: four 100 Gb/s Omni-Path links per eight GPUs (BLOOM paper, arXiv
+    # 2211.05100, section 3.4), 6.25 GB/s per GPU, a quarter of the DGX build the catalog holds.
     return dict(model="bloom-176b", hidden=hidden, layers=layers, heads=heads, gpu="a100-80", nodes=nodes,
-                gpus_per_node=8, dp=dp, tp=tp, pp=pp, mbs=int(r["mbs"]), gbs=gbs,
+                gpus_per_node=8, inter_node_gbs=JEAN_ZAY_NETWORK_GBS, dp=dp, tp=tp, pp=pp, mbs=int(r["mbs"]), gbs=gbs,
                 zero_stage=int(r["zero_stage"] or 1), recompute="full",
                 precision=r["precision"] or "fp16", profile="megatron-deepspeed-a100", _line=line)
 
