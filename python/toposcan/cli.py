@@ -14,7 +14,7 @@ import typer
 from typer.exceptions import TyperException
 
 import toposcan
-from toposcan import render, spec
+from toposcan import catalog, render, spec
 from toposcan.errors import InputError, ToposcanError
 
 app = typer.Typer(
@@ -64,10 +64,13 @@ def _model_fields(**kw: Any) -> dict[str, Any]:
 
 
 def _header(kind: str, df_model: str, gpu: str, nodes: Any, stats: dict[str, Any] | None = None, *,
-            named: bool = False) -> None:
-    """The run's one-line header on stderr (and its statistics); says when the model is the default."""
+            named: bool = False, network: Any = None) -> None:
+    """The run's one-line header on stderr (and its statistics); says when the model is the default
+    and which network the GPUs have (it sets every cross-node term)."""
     note = " (default: the model of seeds/001's 48-node study)" if df_model == spec.DEFAULT_MODEL and not named else ""
-    _stderr(f"{kind}: model `{df_model}`{note}, gpu `{gpu}`, {nodes} nodes")
+    gbs = float(network) if network is not None else float(catalog.gpu_spec(gpu)["inter_node_gbs"])
+    source = "" if network is not None else ", the catalog's; --inter-node-gbs to change"
+    _stderr(f"{kind}: model `{df_model}`{note}, gpu `{gpu}`, {nodes} nodes, {gbs:g} GB/s network per GPU{source}")
     if stats:
         pruned = ", ".join(f"{k} {v}" for k, v in sorted(stats["pruned"].items(), key=lambda kv: -kv[1]))
         _stderr(f"{stats['candidates']:,} candidates, {stats['scored']:,} scored, pruned: {pruned or 'none'}; "
@@ -154,7 +157,8 @@ def enumerate_cmd(
         if e.message.startswith("`objective`"):
             e.message = "`sort`" + e.message[len("`objective`"):]
         raise
-    _header("enumerate", st["model"], gpu, nodes, st if (stats or fmt == "table") else None, named=model is not None)
+    _header("enumerate", st["model"], gpu, nodes, st if (stats or fmt == "table") else None, named=model is not None,
+            network=inter_node_gbs)
     if stats and fmt != "table":
         _stderr(str(st))
     if df.height == 0:
@@ -217,7 +221,7 @@ def evaluate_cmd(
         render.write(row, fmt, None)
         return
     r = row.row(0, named=True)
-    _header("evaluate", r["model"], gpu, nodes, named=model is not None)
+    _header("evaluate", r["model"], gpu, nodes, named=model is not None, network=inter_node_gbs)
     lines = [
         f"params            {r['params']:,} ({r['params_active']:,} active)",
         f"dp tp pp          {r['dp']} x {r['tp']} x {r['pp']} (vpp {r['vpp']}, cp {r['cp']}, ep {r['ep']}) = {r['gpus']} GPUs",
