@@ -8,7 +8,7 @@ keyword names of :func:`toposcan.evaluate` (``model`` or its fields, ``gpu``, ``
 and optionally ``mem_gb`` (peak memory, GiB, as the allocator reports it).
 
 The time constants (GEMM, attention and memory-bound efficiency, link efficiencies, per-layer and
-per-step overheads, data-parallel overlap) are fitted by the same procedure the shipped profiles
+per-step overheads, data-parallel and ZeRO-3 overlap) are fitted by the same procedure the shipped profiles
 were fitted with (``rust/core/src/fit.rs``: least squares on log step time, bounded, multi-start),
 with the ridge term pulling every constant toward the *base* profile: a constant the runs cannot
 identify stays where the base had it, so two or three runs already give a usable profile. The fixed
@@ -39,7 +39,7 @@ MEASURES = ("step_time_s", "tokens_per_s_per_gpu", "tflops_per_gpu")
 
 #: The fitted time constants, in the order of the core's ``Profile::time_vector``.
 TIME_KEYS = ("gemm_efficiency", "memory_efficiency", "intra_link_efficiency", "inter_link_efficiency",
-             "layer_overhead_s", "dp_overlap", "step_overhead_s", "attention_efficiency")
+             "layer_overhead_s", "dp_overlap", "step_overhead_s", "attention_efficiency", "fsdp_overlap")
 
 #: Configuration columns: the keywords of :func:`toposcan.evaluate` that describe a run.
 CONFIG_KEYS = ("model", "gpu", "nodes", "gpus_per_node", "intra_node_gbs", "inter_node_gbs", "layers", "hidden", "heads", "kv_heads", "ffn_hidden",

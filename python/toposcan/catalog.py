@@ -82,7 +82,8 @@ def _profile_file(path: str) -> dict[str, Any]:
                          code="parse_error")
     merged = {**base_entry, **entry}
     for key in ("gemm_efficiency", "attention_efficiency", "memory_efficiency", "intra_link_efficiency",
-                "inter_link_efficiency", "layer_overhead_s", "dp_overlap", "step_overhead_s", "memory_overhead_gib",
+                "inter_link_efficiency", "layer_overhead_s", "dp_overlap", "fsdp_overlap", "step_overhead_s",
+                "memory_overhead_gib",
                 "fragmentation", "grad_bytes", "grad_shard_bytes", "logit_bytes"):
         v = merged.get(key)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:

@@ -269,7 +269,7 @@ def profile_dict(name: str | None, gpu: str | None = None) -> tuple[dict[str, An
         name = default_profile(gpu)
     p = catalog.profile_spec(name)
     core = {k: float(p[k]) for k in ("gemm_efficiency", "attention_efficiency", "memory_efficiency", "intra_link_efficiency",
-                                     "inter_link_efficiency", "layer_overhead_s", "dp_overlap", "step_overhead_s",
+                                     "inter_link_efficiency", "layer_overhead_s", "dp_overlap", "fsdp_overlap", "step_overhead_s",
                                      "fragmentation", "grad_bytes", "grad_shard_bytes", "logit_bytes")}
     core["memory_overhead_bytes"] = float(p["memory_overhead_gib"]) * GIB
     core["p2p_scatter_gather"] = bool(p["p2p_scatter_gather"])

@@ -146,6 +146,7 @@ fn profile(d: &Bound<'_, PyDict>) -> PyResult<Profile> {
         logit_bytes: get(d, "logit_bytes")?,
         p2p_scatter_gather: get(d, "p2p_scatter_gather")?,
         zero1_allreduce: get(d, "zero1_allreduce")?,
+        fsdp_overlap: get(d, "fsdp_overlap")?,
     })
 }
 
@@ -166,6 +167,7 @@ fn profile_dict<'py>(py: Python<'py>, p: &Profile) -> PyResult<Bound<'py, PyDict
     d.set_item("logit_bytes", p.logit_bytes)?;
     d.set_item("p2p_scatter_gather", p.p2p_scatter_gather)?;
     d.set_item("zero1_allreduce", p.zero1_allreduce)?;
+    d.set_item("fsdp_overlap", p.fsdp_overlap)?;
     Ok(d)
 }
 

@@ -25,6 +25,9 @@ pub struct Profile {
     pub layer_overhead_s: f64,
     /// Fraction of the data-parallel gradient reduction hidden behind backward.
     pub dp_overlap: f64,
+    /// Fraction of ZeRO-3 / FSDP weight gathers and gradient reduce-scatters hidden behind the
+    /// layers' compute (1: only the excess over compute shows).
+    pub fsdp_overlap: f64,
     /// Fixed time per iteration (logging, scheduler, barriers), seconds.
     pub step_overhead_s: f64,
     /// Fixed memory per GPU: CUDA context, cuBLAS/NCCL workspaces, framework buffers, bytes.
@@ -53,7 +56,7 @@ pub struct Profile {
 
 impl Profile {
     /// Number of fitted time constants, in the order of [`Profile::time_vector`].
-    pub const TIME_PARAMS: usize = 8;
+    pub const TIME_PARAMS: usize = 9;
 
     pub fn time_vector(&self) -> [f64; Self::TIME_PARAMS] {
         [
@@ -65,6 +68,7 @@ impl Profile {
             self.dp_overlap,
             self.step_overhead_s,
             self.attention_efficiency,
+            self.fsdp_overlap,
         ]
     }
 
@@ -78,6 +82,7 @@ impl Profile {
             dp_overlap: v[5],
             step_overhead_s: v[6],
             attention_efficiency: v[7],
+            fsdp_overlap: v[8],
             ..*self
         }
     }
@@ -86,7 +91,7 @@ impl Profile {
     /// sustains more than ~90% of the dense tensor peak (the best cuBLAS GEMMs reach ~280 of
     /// A100's 312 TFLOP/s); a fixed per-iteration cost above 2 s would be a stall, not overhead.
     pub const TIME_BOUNDS: [(f64, f64); Self::TIME_PARAMS] =
-        [(0.2, 0.9), (0.2, 1.0), (0.05, 1.0), (0.02, 1.0), (0.0, 5e-2), (0.0, 1.0), (0.0, 2.0), (0.05, 0.9)];
+        [(0.2, 0.9), (0.2, 1.0), (0.05, 1.0), (0.02, 1.0), (0.0, 5e-2), (0.0, 1.0), (0.0, 2.0), (0.05, 0.9), (0.0, 1.0)];
 
     pub fn validate(&self) -> crate::error::Result<()> {
         for (i, (name, v)) in [
@@ -98,6 +103,7 @@ impl Profile {
             "dp_overlap",
             "step_overhead_s",
             "attention_efficiency",
+            "fsdp_overlap",
         ]
         .iter()
         .zip(self.time_vector())
@@ -139,6 +145,7 @@ impl Default for Profile {
             inter_link_efficiency: 0.6,
             layer_overhead_s: 1e-4,
             dp_overlap: 0.5,
+            fsdp_overlap: 1.0,
             step_overhead_s: 0.1,
             memory_overhead_bytes: 3.0 * 1024f64.powi(3),
             fragmentation: 0.1,

@@ -523,13 +523,15 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
     let dp_stride = s.tp as u64 * s.cp as u64;
 
     // One layer per micro batch. ZeRO-3 / FSDP gathers the weights twice (forward, backward) and
-    // reduce-scatters the gradients, overlapped with the layer's compute: only the excess shows.
+    // reduce-scatters the gradients, partly overlapped with the layer's compute.
     let layer_split = |w: Work, re: Work, layer_params: f64| {
         let busy = secs(w) + prof.layer_overhead_s;
         let fsdp_comm = if s.zero_stage >= 3 && s.dp > 1 {
             let (bw, alpha) = group_link(c, s.dp as u64, dp_stride, prof);
             let shard = layer_params / s.tp as f64;
-            (3.0 * comm::all_gather(shard * 2.0, s.dp as u64, bw, alpha) - busy).max(0.0)
+            // Hidden behind the layer's compute up to the profile's overlap fraction.
+            let gathers = 3.0 * comm::all_gather(shard * 2.0, s.dp as u64, bw, alpha);
+            gathers - prof.fsdp_overlap * gathers.min(busy)
         } else {
             0.0
         };
