@@ -270,8 +270,9 @@ def models_cmd(fmt: Annotated[str, Opt("--format", "-f", help="table, csv, json 
 def profiles_cmd(fmt: Annotated[str, Opt("--format", "-f", help="table, csv, json or markdown.")] = "table") -> None:
     """List the efficiency profiles and their fitted constants."""
     df = toposcan.profiles()
-    cols = ["name", "gemm_efficiency", "memory_efficiency", "intra_link_efficiency", "inter_link_efficiency",
-            "layer_overhead_s", "dp_overlap", "step_overhead_s", "memory_overhead_gib", "fragmentation"]
+    cols = ["name", "gemm_efficiency", "attention_efficiency", "memory_efficiency", "intra_link_efficiency",
+            "inter_link_efficiency", "layer_overhead_s", "dp_overlap", "fsdp_overlap", "step_overhead_s",
+            "memory_overhead_gib", "fragmentation"]
     render.write(df, fmt, None, columns=cols if fmt in ("table", "markdown") else None)
 
 
