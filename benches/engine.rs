@@ -12,7 +12,7 @@ use toposcan_core::profile::Profile;
 use toposcan_core::reduce::{Objective, Reducer};
 use toposcan_core::score::{assemble, memory_peak, score, LayerCost, Options};
 use toposcan_core::space::{enumerate, Space};
-use toposcan_core::spec::examples::{a100_80 as a100, bloom_176b as bloom};
+use toposcan_core::spec::examples::{a100_80 as a100, bloom_176b as bloom, strategy};
 use toposcan_core::spec::*;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -71,22 +71,7 @@ fn main() {
         return;
     }
     let c = Cluster { gpu: a100(), nodes: 48, gpus_per_node: 8 };
-    let s = Strategy {
-        dp: 8,
-        tp: 4,
-        pp: 12,
-        vpp: 1,
-        cp: 1,
-        ep: 1,
-        mbs: 2,
-        gbs: 2048,
-        zero_stage: 1,
-        recompute: Recompute::Full,
-        sequence_parallel: false,
-        precision: Precision::Bf16,
-        flash_attention: false,
-        uneven_stages: true,
-    };
+    let s = strategy(8, 4, 12, 2, 2048);
     let p = Profile::default();
     let o = Options::default();
     let m = bloom();

@@ -45,6 +45,13 @@ def model_spec(name: str) -> dict[str, Any]:
     return _lookup("model", "models.toml", name)
 
 
+#: A profile's numeric constants and its true/false framework facts (profiles.toml, profile.rs).
+PROFILE_NUMBERS = ("gemm_efficiency", "attention_efficiency", "memory_efficiency", "intra_link_efficiency",
+                   "inter_link_efficiency", "layer_overhead_s", "dp_overlap", "fsdp_overlap", "step_overhead_s",
+                   "memory_overhead_gib", "fragmentation", "grad_bytes", "grad_shard_bytes", "logit_bytes")
+PROFILE_FLAGS = ("flash_attention", "p2p_scatter_gather", "zero1_allreduce")
+
+
 def profile_spec(name: str) -> dict[str, Any]:
     """The constants of an efficiency profile: a name in ``data/profiles.toml``, or the path of a
     ``.toml`` file holding one profile table over a catalog ``base`` (as :func:`toposcan.calibrate`
@@ -81,15 +88,12 @@ def _profile_file(path: str) -> dict[str, Any]:
         raise InputError(f"`profile`: `{shown}`: unknown key `{_show(unknown[0])}`; one of: {', '.join(sorted(base_entry))}",
                          code="parse_error")
     merged = {**base_entry, **entry}
-    for key in ("gemm_efficiency", "attention_efficiency", "memory_efficiency", "intra_link_efficiency",
-                "inter_link_efficiency", "layer_overhead_s", "dp_overlap", "fsdp_overlap", "step_overhead_s",
-                "memory_overhead_gib",
-                "fragmentation", "grad_bytes", "grad_shard_bytes", "logit_bytes"):
+    for key in PROFILE_NUMBERS:
         v = merged.get(key)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
             raise InputError(f"`profile`: `{shown}`: `{key}` must be a number >= 0, got {_show(v, quote=True)}",
                              code="parse_error")
-    for key in ("flash_attention", "p2p_scatter_gather", "zero1_allreduce"):
+    for key in PROFILE_FLAGS:
         if not isinstance(merged.get(key), bool):
             raise InputError(f"`profile`: `{shown}`: `{key}` must be true or false, got {_show(merged.get(key), quote=True)}",
                              code="parse_error")

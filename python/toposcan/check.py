@@ -10,7 +10,6 @@ error, 3 with ``strict`` when a warning fired.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,9 +131,7 @@ class CheckReport:
 
 
 def _json_default(o: Any) -> Any:
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    return str(o)
+    return str(o)  # non-finite floats are already None (render.json_safe)
 
 
 def _num(x: Any) -> Any:

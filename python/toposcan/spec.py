@@ -268,12 +268,9 @@ def profile_dict(name: str | None, gpu: str | None = None) -> tuple[dict[str, An
     if name is None or (isinstance(name, str) and not name):
         name = default_profile(gpu)
     p = catalog.profile_spec(name)
-    core = {k: float(p[k]) for k in ("gemm_efficiency", "attention_efficiency", "memory_efficiency", "intra_link_efficiency",
-                                     "inter_link_efficiency", "layer_overhead_s", "dp_overlap", "fsdp_overlap", "step_overhead_s",
-                                     "fragmentation", "grad_bytes", "grad_shard_bytes", "logit_bytes")}
+    core: dict[str, Any] = {k: float(p[k]) for k in catalog.PROFILE_NUMBERS if k != "memory_overhead_gib"}
     core["memory_overhead_bytes"] = float(p["memory_overhead_gib"]) * GIB
-    core["p2p_scatter_gather"] = bool(p["p2p_scatter_gather"])
-    core["zero1_allreduce"] = bool(p["zero1_allreduce"])
+    core.update({k: bool(p[k]) for k in catalog.PROFILE_FLAGS if k != "flash_attention"})  # a strategy field
     return core, p
 
 

@@ -571,6 +571,8 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
         let d = m.dense_layers.saturating_sub(first).min(n);
         (d, n - d)
     };
+    // A stage's time from the layer totals (scalar: this runs for five stages per candidate);
+    // `stage_split` below is the same composition by part, built once for the slowest stage.
     let stage_time = |stage: u32| {
         let (d, e) = dense_in(stage);
         let mut t = d as f64 * t_dense + e as f64 * t_moe + p2p;
