@@ -50,6 +50,7 @@ fn space(target: f64) -> Space {
         precision: Precision::Bf16,
         flash_attention: false,
         uneven_stages: true,
+        vocab_multiple: 128,
         cluster: Cluster { gpu: a100(), nodes: 48, gpus_per_node: 8 },
         profile: Profile::default(),
         options: Options::default(),

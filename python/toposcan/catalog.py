@@ -49,7 +49,10 @@ def model_spec(name: str) -> dict[str, Any]:
 PROFILE_NUMBERS = ("gemm_efficiency", "attention_efficiency", "memory_efficiency", "intra_link_efficiency",
                    "inter_link_efficiency", "layer_overhead_s", "dp_overlap", "fsdp_overlap", "step_overhead_s",
                    "memory_overhead_gib", "fragmentation", "grad_bytes", "grad_shard_bytes", "logit_bytes")
-PROFILE_FLAGS = ("flash_attention", "p2p_scatter_gather", "zero1_allreduce")
+PROFILE_FLAGS = ("flash_attention", "p2p_scatter_gather", "zero1_allreduce", "transient_gradients")
+#: Whole-number settings of a profile: the framework pads the vocabulary to a multiple of
+#: ``vocab_multiple * tp`` rows (Megatron-LM: 128; 1 keeps the model's own vocabulary).
+PROFILE_INTS = {"vocab_multiple": (1, 1 << 16)}
 
 
 def profile_spec(name: str) -> dict[str, Any]:
@@ -93,6 +96,11 @@ def _profile_file(path: str) -> dict[str, Any]:
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
             raise InputError(f"`profile`: `{shown}`: `{key}` must be a number >= 0, got {_show(v, quote=True)}",
                              code="parse_error")
+    for key, (lo, hi) in PROFILE_INTS.items():
+        v = merged.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            raise InputError(f"`profile`: `{shown}`: `{key}` must be a whole number from {lo} to {hi}, "
+                             f"got {_show(v, quote=True)}", code="parse_error")
     for key in PROFILE_FLAGS:
         if not isinstance(merged.get(key), bool):
             raise InputError(f"`profile`: `{shown}`: `{key}` must be true or false, got {_show(merged.get(key), quote=True)}",

@@ -16,6 +16,11 @@ Tables (``table`` column of :func:`validate`):
 * ``seed002-mfu`` / ``seed001-tflops`` / ``seed004-tflops`` - FLOPs accounting: MFU, HFU and
   TFLOPs recomputed from the measured throughput (exact formulas, so errors should be ~0).
 * ``seed003-energy`` - J/token from measured runtime and board power.
+* ``h200-steps`` / ``h200-mem`` - our own measurements (``data/measured/``): training steps of GPT
+  models on one H200, step time and device memory, profile ``pytorch-h200``; group ``fit`` is what
+  the profile was fitted to, group ``heldout`` was predicted before it was measured.
+* ``h200-gemm`` - the same machine's GEMM throughput by shape against the GEMM model
+  (``gemm_efficiency`` of ``pytorch-h200`` times the tile/wave/alignment efficiency).
 """
 
 from __future__ import annotations
@@ -48,9 +53,9 @@ SEED002_PROFILE = {"h100_bf16": "llm-foundry-h100", "h100_fp8": "llm-foundry-h10
 
 
 @cache
-def load(name: str) -> list[dict[str, str]]:
-    """Rows of ``data/seeds/<name>.csv`` as dicts of strings."""
-    text = resources.files("toposcan").joinpath("data", "seeds", f"{name}.csv").read_text(encoding="utf-8")
+def load(name: str, folder: str = "seeds") -> list[dict[str, str]]:
+    """Rows of ``data/<folder>/<name>.csv`` as dicts of strings."""
+    text = resources.files("toposcan").joinpath("data", folder, f"{name}.csv").read_text(encoding="utf-8")
     return list(csv.DictReader(text.splitlines()))
 
 
@@ -172,6 +177,52 @@ def seed002_cases(table: str | None = None) -> list[Case]:
     return out
 
 
+#: The profile of our own H200 measurements (data/measured/README.md).
+H200_PROFILE = "pytorch-h200"
+
+
+def h200_config(r: dict[str, str]) -> dict[str, Any]:
+    """evaluate() keywords for a row of ``data/measured/h200_steps.csv``: the GPT model of
+    benches/device/measure.py (toposcan's default for a model given by its shape) on one GPU."""
+    return dict(layers=int(r["layers"]), hidden=int(r["hidden"]), heads=int(r["heads"]), vocab=int(r["vocab"]),
+                seq_len=int(r["seq_len"]), gpu="h200", nodes=1, gpus_per_node=1, dp=1, tp=1, pp=1,
+                mbs=int(r["mbs"]), gbs=int(r["mbs"]), zero_stage=0, recompute=r["recompute"], precision="bf16",
+                profile=H200_PROFILE)
+
+
+def h200_cases(which: str = "time", group: str | None = None) -> list[Case]:
+    """Our H200 rows as cases: ``time`` (median step time, rows that trained) or ``memory``
+    (device memory in use, GiB, and the OOM rows); ``group`` picks the set (``fit``/``heldout``)."""
+    out = []
+    for i, r in enumerate(load("h200_steps", "measured"), start=2):
+        if group and r["set"] != group:
+            continue
+        oom = r["oom"] == "1"
+        if which == "time" and oom:
+            continue
+        kw = h200_config(r)
+        meas = math.nan if oom else float(r["step_time_s"] if which == "time" else r["device_used_gib"])
+        out.append(Case("h200-steps" if which == "time" else "h200-mem", r["set"], i, r["name"], kw, meas,
+                        "s" if which == "time" else "GiB", {"oom": oom}))
+    return out
+
+
+def h200_gemm_rows() -> list[dict[str, Any]]:
+    """Measured GEMM TFLOP/s on the H200 beside the GEMM model's, per shape."""
+    from toposcan import _core
+
+    _, _, cluster_d, _, prof = api._inputs(None, "h200", 1, 1, H200_PROFILE, {"layers": 1, "hidden": 64, "heads": 1},
+                                           (None, None))
+    rows = []
+    for i, r in enumerate(load("h200_gemm", "measured"), start=2):
+        m, n, k = int(r["m"]), int(r["n"]), int(r["k"])
+        t = _core.gemm_time(cluster_d, "bf16", m, n, k, 1) / prof["gemm_efficiency"]
+        group = r["label"].split()[0]
+        c = Case("h200-gemm", group, i, r["label"], {}, float(r["tflops"]), "TFLOP/s")
+        rows.append(_row(c, 2 * m * n * k / t / 1e12))
+    return rows
+
+
 def _evaluate(kw: dict[str, Any]) -> dict[str, Any]:
     return api.evaluate(**kw, _frame=False)
 
@@ -284,6 +335,9 @@ def summarize(df: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(out)
 
 
+#: Our own measurements (data/measured/).
+MEASURED_TABLES = ("h200-steps", "h200-mem", "h200-gemm")
+
 #: The exact-accounting tables (FLOPs, MFU/HFU, parameters, energy) that ``accounting`` groups.
 ACCOUNTING_TABLES = ("seed001-tflops", "seed002-mfu", "seed002-hfu", "seed002-params", "seed004-tflops",
                      "seed003-energy")
@@ -297,7 +351,7 @@ def validate(table: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """
     parts: list[dict[str, Any]] = []
     time_tables = ("seed001", "seed001-all", "seed001-mem", "seed002") + tuple(f"seed002-{t}" for t in SEED002_PROFILE)
-    known = time_tables + ("accounting",) + ACCOUNTING_TABLES
+    known = time_tables + ("accounting",) + ACCOUNTING_TABLES + MEASURED_TABLES
     if table is not None and table not in known:
         raise InputError(f"unknown table `{table}`; one of: {', '.join(known)}", code="invalid_value")
     if table in (None, "seed001"):
@@ -309,6 +363,12 @@ def validate(table: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     if table is None or table in time_tables[3:]:
         t = None if table in (None, "seed002") else table.removeprefix("seed002-")
         parts += predict_time(seed002_cases(t))
+    if table in (None, "h200-steps"):
+        parts += predict_time(h200_cases("time"))
+    if table in (None, "h200-mem"):
+        parts += predict_memory(h200_cases("memory"))
+    if table in (None, "h200-gemm"):
+        parts += h200_gemm_rows()
     if table is None or table == "accounting" or table in ACCOUNTING_TABLES:
         parts += [r for r in accounting_rows() if table in (None, "accounting", r["table"])]
     df = pl.DataFrame(parts, infer_schema_length=None)
@@ -360,18 +420,25 @@ FITS: dict[str, tuple[Any, list[bool]]] = {
     "megatron-deepspeed-a100": (lambda: seed001_cases("target"), [True, True, True, True, True, True, False, True, False]),
     **{prof: ((lambda t=t: seed002_cases(t)), [True, True, True, True, True, False, True, True, True])
        for t, prof in SEED002_PROFILE.items()},
+    # One GPU: no link, DP or FSDP constant is identifiable.
+    H200_PROFILE: (lambda: h200_cases("time", "fit"), [True, True, False, False, True, False, True, True, False]),
 }
 
 
 def refit() -> dict[str, dict[str, Any]]:
-    """Refits every profile on its rows (time) and the Megatron-DeepSpeed profile's memory
-    constants on the seeds/001 Mem column. Returns the new constants with their fit errors."""
+    """Refits every profile on its rows (time), the Megatron-DeepSpeed profile's memory constants
+    on the seeds/001 Mem column and the PyTorch H200 profile's on our measured device memory (its
+    ``fit`` set). Returns the new constants with their fit errors."""
     out = {}
     for name, (cases, free) in FITS.items():
         out[name] = fit_profile(name, cases(), free)
-    mem_cases = [c for c in seed001_memory_cases() if not math.isnan(c.measured) and c.extra["date"] >= "02-20"]
-    overhead, frag, _ = fit_memory(mem_cases)
-    out["megatron-deepspeed-a100"]["memory"] = {"memory_overhead_gib": overhead, "fragmentation": frag}
+    if "megatron-deepspeed-a100" in out:
+        mem_cases = [c for c in seed001_memory_cases() if not math.isnan(c.measured) and c.extra["date"] >= "02-20"]
+        overhead, frag, _ = fit_memory(mem_cases)
+        out["megatron-deepspeed-a100"]["memory"] = {"memory_overhead_gib": overhead, "fragmentation": frag}
+    if H200_PROFILE in out:
+        overhead, frag, _ = fit_memory(h200_cases("memory", "fit"))
+        out[H200_PROFILE]["memory"] = {"memory_overhead_gib": overhead, "fragmentation": frag}
     return out
 
 

@@ -126,6 +126,7 @@ fn strategy(d: &Bound<'_, PyDict>) -> PyResult<Strategy> {
         precision: enum_of(d, "precision", &PRECISION)?,
         flash_attention: get(d, "flash_attention")?,
         uneven_stages: get(d, "uneven_stages")?,
+        vocab_multiple: get(d, "vocab_multiple")?,
     })
 }
 
@@ -146,6 +147,7 @@ fn profile(d: &Bound<'_, PyDict>) -> PyResult<Profile> {
         logit_bytes: get(d, "logit_bytes")?,
         p2p_scatter_gather: get(d, "p2p_scatter_gather")?,
         zero1_allreduce: get(d, "zero1_allreduce")?,
+        transient_gradients: get(d, "transient_gradients")?,
         fsdp_overlap: get(d, "fsdp_overlap")?,
     })
 }
@@ -167,6 +169,7 @@ fn profile_dict<'py>(py: Python<'py>, p: &Profile) -> PyResult<Bound<'py, PyDict
     d.set_item("logit_bytes", p.logit_bytes)?;
     d.set_item("p2p_scatter_gather", p.p2p_scatter_gather)?;
     d.set_item("zero1_allreduce", p.zero1_allreduce)?;
+    d.set_item("transient_gradients", p.transient_gradients)?;
     d.set_item("fsdp_overlap", p.fsdp_overlap)?;
     Ok(d)
 }
@@ -296,6 +299,7 @@ fn enumerate<'py>(
         precision: enum_of(space_d, "precision", &PRECISION)?,
         flash_attention: get(space_d, "flash_attention")?,
         uneven_stages: get(space_d, "uneven_stages")?,
+        vocab_multiple: get(space_d, "vocab_multiple")?,
         cluster: cluster(cluster_d)?,
         profile: profile(profile_d)?,
         options: options(options_d)?,
@@ -405,6 +409,23 @@ fn fit_profile<'py>(
     Ok((profile_dict(py, &r.profile)?, r.mape, r.max_error, r.loo_mape))
 }
 
+/// Seconds of one (batched) GEMM `[m, k] x [k, n]` at 100% of the tensor peak, with the tile, wave
+/// and alignment effects of the core's GEMM model (`formulas::gemm`); a profile's
+/// `gemm_efficiency` divides it. `cluster_d` as for `evaluate`.
+#[pyfunction]
+fn gemm_time(cluster_d: &Bound<'_, PyDict>, precision: &str, m: u64, n: u64, k: u64, batch: u64) -> PyResult<f64> {
+    let c = cluster(cluster_d)?;
+    let p = PRECISION.iter().find(|(name, _)| *name == precision).map(|(_, p)| *p).ok_or_else(|| {
+        core_err(TopoError::new("invalid_value", "precision", format!("`precision` must be one of fp32, fp16, bf16, fp8, got `{precision}`")))
+    })?;
+    for (name, v) in [("m", m), ("n", n), ("k", k), ("batch", batch)] {
+        if v == 0 || v > 1 << 40 {
+            return Err(core_err(TopoError::new("invalid_value", name, format!("`{name}` must be from 1 to 2^40, got {v}"))));
+        }
+    }
+    Ok(toposcan_core::formulas::gemm::Gemm::new(m, n, k, batch).time(&c.gpu, p))
+}
+
 /// (name, type, doc) of every output column, in frame order.
 #[pyfunction]
 fn column_info() -> Vec<(&'static str, &'static str, &'static str)> {
@@ -445,6 +466,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(enumerate, m)?)?;
     m.add_function(wrap_pyfunction!(fit_profile, m)?)?;
     m.add_function(wrap_pyfunction!(column_info, m)?)?;
+    m.add_function(wrap_pyfunction!(gemm_time, m)?)?;
     m.add_function(wrap_pyfunction!(reject_codes, m)?)?;
     m.add_function(wrap_pyfunction!(warning_codes, m)?)?;
     Ok(())

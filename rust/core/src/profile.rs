@@ -49,6 +49,11 @@ pub struct Profile {
     /// (`allreduce_gradients` -> `buffered_allreduce_fallback` for stage 1); Megatron-LM's distributed
     /// optimizer and ZeRO-2 reduce-scatter.
     pub zero1_allreduce: bool,
+    /// Gradients are allocated during backward and freed by the optimizer step (plain PyTorch,
+    /// `zero_grad(set_to_none=True)`, the default since 2.0), so with one micro batch per step they
+    /// grow into the memory the freed activations return; frameworks with persistent gradient
+    /// buffers (Megatron-LM's `main_grad`, DeepSpeed's contiguous gradients) hold both at once.
+    pub transient_gradients: bool,
     /// Megatron-LM's pipeline sends split activations over TP ranks (scatter/gather); DeepSpeed's
     /// pipeline engine sends the full tensor from every TP rank.
     pub p2p_scatter_gather: bool,
@@ -153,6 +158,7 @@ impl Default for Profile {
             grad_shard_bytes: 0.0,
             logit_bytes: 10.0,
             zero1_allreduce: false,
+            transient_gradients: false,
             p2p_scatter_gather: true,
         }
     }

@@ -301,7 +301,7 @@ impl LayerBase {
 
         // Embedding lookup and its gradient scatter; LM head GEMMs and the fp32 cross entropy
         // (about 16 bytes per logit: read 16-bit logits, write and read fp32 copies, gradient).
-        let vp = params::padded_vocab(m.vocab, s.tp) as u64;
+        let vp = params::padded_vocab(m.vocab, s.tp, s.vocab_multiple);
         let embedding = Work { gemm: 0.0, attn: 0.0, mem: 4.0 * th * bytes / gpu.memory_bw, comm: comm::all_reduce(th * bytes, t, bw, alpha) };
         let head_gemm = Gemm::new(tokens, vp / t, h, 1);
         let logits = (tokens as u128 * vp as u128 / t as u128) as f64;
@@ -422,7 +422,7 @@ pub struct Score {
 
 /// Memory of stage `stage` with the profile's fixed overhead and fragmentation, bytes.
 pub fn stage_memory(m: &Model, s: &Strategy, prof: &Profile, stage: u32) -> memory::Parts {
-    let p = params::stage_rank(m, s.tp, s.ep, s.pp, stage);
+    let p = params::stage_rank(m, s.tp, s.ep, s.pp, stage, s.vocab_multiple);
     let act = memory::stage_activations(m, s, stage, s.grad_accum().max(1), memory::layer_activations(m, s), prof.logit_bytes);
     stage_memory_from(m, s, prof, p, act)
 }
@@ -431,6 +431,12 @@ pub fn stage_memory(m: &Model, s: &Strategy, prof: &Profile, stage: u32) -> memo
 #[inline]
 fn stage_memory_from(m: &Model, s: &Strategy, prof: &Profile, p: f64, act: (f64, f64)) -> memory::Parts {
     let mut parts = memory::stage_from(m, s, p, act, prof.grad_bytes, prof.grad_shard_bytes);
+    if prof.transient_gradients && s.grad_accum() <= 1 {
+        // Backward frees each layer's activations as it writes that layer's gradients, so the
+        // peak is max(gradients, activations + logits) over the other states: the larger sits at
+        // one end of backward. Only gradients beyond the freed activations add to it.
+        parts.gradients = (parts.gradients - parts.activations - parts.logits).max(0.0);
+    }
     parts.overhead = prof.memory_overhead_bytes + prof.fragmentation * (parts.activations + parts.logits);
     parts
 }
@@ -470,14 +476,14 @@ pub fn memory_peak(m: &Model, c: &Cluster, s: &Strategy, prof: &Profile, opt: &O
 
 /// [`memory_peak`] with the model's per-layer parameter counts computed once (enumeration).
 pub fn memory_peak_with(counts: &params::LayerCounts, m: &Model, c: &Cluster, s: &Strategy, prof: &Profile, opt: &Options) -> MemPeak {
-    let (p_first, p_last) = stage_params(counts, m, s.tp, s.ep, s.pp);
+    let (p_first, p_last) = stage_params(counts, m, s.tp, s.ep, s.pp, s.vocab_multiple);
     memory_peak_from(m, c, s, prof, opt, p_first, p_last, memory::layer_activations(m, s))
 }
 
 /// Parameters per rank of the first and last pipeline stage.
-pub fn stage_params(counts: &params::LayerCounts, m: &Model, tp: u32, ep: u32, pp: u32) -> (f64, f64) {
-    let p_first = params::stage_rank_with(counts, m, tp, ep, pp, 0);
-    let p_last = if pp > 1 { params::stage_rank_with(counts, m, tp, ep, pp, pp - 1) } else { p_first };
+pub fn stage_params(counts: &params::LayerCounts, m: &Model, tp: u32, ep: u32, pp: u32, vocab_multiple: u32) -> (f64, f64) {
+    let p_first = params::stage_rank_with(counts, m, tp, ep, pp, 0, vocab_multiple);
+    let p_last = if pp > 1 { params::stage_rank_with(counts, m, tp, ep, pp, pp - 1, vocab_multiple) } else { p_first };
     (p_first, p_last)
 }
 
@@ -646,7 +652,7 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
     // FLOPs in every convention, and the rates they give.
     let gbs = s.gbs as u64;
     let gpus = s.gpus() as f64;
-    let vp = params::padded_vocab(m.vocab, s.tp);
+    let vp = params::padded_vocab(m.vocab, s.tp, s.vocab_multiple);
     let f_meg = flops::megatron(m, gbs, s.recompute, vp);
     let f_model = flops::model(m, gbs, lc.params_active);
     let f_hw = flops::hardware(m, gbs, s.recompute, lc.params_active);

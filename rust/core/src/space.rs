@@ -45,6 +45,8 @@ pub struct Space {
     pub precision: Precision,
     pub flash_attention: bool,
     pub uneven_stages: bool,
+    /// See [`Strategy::vocab_multiple`].
+    pub vocab_multiple: u32,
     pub cluster: Cluster,
     pub profile: Profile,
     pub options: Options,
@@ -294,7 +296,7 @@ fn run_block(space: &Space, block: u64, per_block: u64, bound: &SharedBound, out
     let stage_p: Vec<Vec<(f64, f64)>> = space
         .ep
         .iter()
-        .map(|&ep| space.pp.iter().map(|&pp| stage_params(&counts, &m, tp.min(m.heads), ep, pp.min(m.layers))).collect())
+        .map(|&ep| space.pp.iter().map(|&pp| stage_params(&counts, &m, tp.min(m.heads), ep, pp.min(m.layers), space.vocab_multiple)).collect())
         .collect();
     let inner_after_cp: u64 = d[5..].iter().product();
     let inner_after_pp: u64 = d[10..].iter().product();
@@ -324,6 +326,7 @@ fn run_block(space: &Space, block: u64, per_block: u64, bound: &SharedBound, out
                             precision: space.precision,
                             flash_attention: space.flash_attention,
                             uneven_stages: space.uneven_stages,
+                            vocab_multiple: space.vocab_multiple,
                         };
                         let mut lc: Option<LayerCost> = None;
                         // Per-layer activations depend on (tp, cp, mbs, sp, recompute) only.
@@ -419,6 +422,7 @@ mod tests {
             precision: Precision::Bf16,
             flash_attention: false,
             uneven_stages: true,
+            vocab_multiple: 128,
             cluster: Cluster { gpu: a100_80(), nodes: 48, gpus_per_node: 8 },
             profile: Profile::default(),
             options: Options::default(),

@@ -263,6 +263,11 @@ pub struct Strategy {
     pub flash_attention: bool,
     /// Allow `layers % pp != 0` (Megatron-DeepSpeed balances uneven stages; Megatron-LM does not).
     pub uneven_stages: bool,
+    /// The framework pads the vocabulary to a multiple of `vocab_multiple * tp` rows (Megatron-LM's
+    /// `--make-vocab-size-divisible-by`, 128); 1 where the model's own vocabulary is used as is (plain
+    /// PyTorch, Hugging Face), which matters when it is not a multiple of 8 (GPT-2's 50257): the LM
+    /// head then cannot use tensor cores.
+    pub vocab_multiple: u32,
 }
 
 impl Strategy {
@@ -290,6 +295,7 @@ impl Strategy {
         positive("ep", self.ep as u64, 1 << 16)?;
         positive("mbs", self.mbs as u64, 1 << 20)?;
         positive("gbs", self.gbs as u64, 1 << 31)?;
+        positive("vocab_multiple", self.vocab_multiple as u64, 1 << 16)?;
         let gpus = self.dp as u128 * self.tp as u128 * self.pp as u128 * self.cp as u128;
         if gpus > 1 << 40 {
             return Err(TopoError::new("invalid_value", "dp", format!("dp*tp*pp*cp = {gpus} GPUs; at most 2^40")));
@@ -398,6 +404,25 @@ pub mod examples {
         }
     }
 
+    /// H200 141GB SXM: NVIDIA H200 datasheet (989.5 TFLOP/s bf16 dense, 67 FP32, 4.8 TB/s,
+    /// 132 SMs, NVLink4 450 GB/s per direction, 700 W).
+    pub fn h200() -> Gpu {
+        Gpu {
+            peak_fp32: 67e12,
+            peak_tf32: 494.5e12,
+            peak_fp16: 989.5e12,
+            peak_bf16: 989.5e12,
+            peak_fp8: 1979e12,
+            vector_fp32: 67e12,
+            memory_bytes: 141.0 * 1024f64.powi(3),
+            memory_bw: 4800e9,
+            sms: 132,
+            intra_node_bw: 450e9,
+            inter_node_bw: 50e9,
+            board_power_w: 700.0,
+        }
+    }
+
     pub fn strategy(dp: u32, tp: u32, pp: u32, mbs: u32, gbs: u32) -> Strategy {
         Strategy {
             dp,
@@ -414,6 +439,7 @@ pub mod examples {
             precision: Precision::Bf16,
             flash_attention: false,
             uneven_stages: true,
+            vocab_multiple: 128,
         }
     }
 }

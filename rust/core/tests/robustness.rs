@@ -89,6 +89,7 @@ fn random_strategy(r: &mut Rng) -> Strategy {
         precision: r.pick(&[Precision::Fp32, Precision::Fp16, Precision::Bf16, Precision::Fp8]),
         flash_attention: r.next() % 2 == 0,
         uneven_stages: r.next() % 2 == 0,
+        vocab_multiple: [1, 8, 128, 1 << 16][(r.next() % 4) as usize],
     }
 }
 
@@ -148,6 +149,7 @@ fn enumerate_never_panics_on_edge_lists() {
             precision: Precision::Bf16,
             flash_attention: r.next() % 2 == 0,
             uneven_stages: true,
+            vocab_multiple: 128,
             cluster: Cluster { gpu: a100_80(), nodes: r.edge(1 << 20) as u32, gpus_per_node: r.edge(1 << 10) as u32 },
             profile: Profile::default(),
             options: Options::default(),

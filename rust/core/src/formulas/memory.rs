@@ -117,7 +117,7 @@ pub fn stage_activations(m: &Model, s: &Strategy, stage: u32, micro: u32, acts: 
     let pipe_buffers = if s.pp > 1 { 2.0 * sbh } else { 0.0 };
     let activations = in_flight(s.pp, stage, micro, s.vpp) * (layers * per_layer + pipe_buffers) + working;
     let logits = if stage == s.pp - 1 {
-        let v = params::padded_vocab(m.vocab, s.tp) as f64;
+        let v = params::padded_vocab(m.vocab, s.tp, s.vocab_multiple) as f64;
         m.seq_len as f64 / s.cp as f64 * s.mbs as f64 * v / s.tp as f64 * logit_bytes
     } else {
         0.0

@@ -95,11 +95,12 @@ pub fn active(m: &Model) -> u128 {
     embedding(m, m.vocab as u128) + embedding_extras(m) + layers + norm(m) + head
 }
 
-/// Vocabulary padded as Megatron-LM does: up to a multiple of `128 * tp`
-/// (`--make-vocab-size-divisible-by 128`, `_vocab_size_with_padding`).
+/// Vocabulary rows the framework allocates: padded up to a multiple of `multiple * tp`, as
+/// Megatron-LM does with `multiple = 128` (`--make-vocab-size-divisible-by 128`,
+/// `_vocab_size_with_padding`); `multiple = 1` keeps the model's vocabulary (split evenly over TP).
 #[inline]
-pub fn padded_vocab(vocab: u32, tp: u32) -> u64 {
-    let unit = 128u64 * tp as u64;
+pub fn padded_vocab(vocab: u32, tp: u32, multiple: u32) -> u64 {
+    let unit = multiple as u64 * tp as u64;
     (vocab as u64).div_ceil(unit) * unit
 }
 
@@ -145,13 +146,14 @@ impl LayerCounts {
 /// Matrices (and column-parallel biases) are split over `tp`; norms are replicated. Routed experts
 /// are split over `ep * tp`. The first stage holds the word embedding (split over `tp`) and the
 /// position table; the last holds the final norm and the LM head (a copy of the embedding when
-/// tied and `pp > 1`, as Megatron-LM keeps one for the tied gradient).
-pub fn stage_rank(m: &Model, tp: u32, ep: u32, pp: u32, stage: u32) -> f64 {
-    stage_rank_with(&LayerCounts::new(m), m, tp, ep, pp, stage)
+/// tied and `pp > 1`, as Megatron-LM keeps one for the tied gradient), with the framework's
+/// vocabulary padding ([`padded_vocab`]).
+pub fn stage_rank(m: &Model, tp: u32, ep: u32, pp: u32, stage: u32, vocab_multiple: u32) -> f64 {
+    stage_rank_with(&LayerCounts::new(m), m, tp, ep, pp, stage, vocab_multiple)
 }
 
 /// [`stage_rank`] with the model's [`LayerCounts`] already computed.
-pub fn stage_rank_with(lc: &LayerCounts, m: &Model, tp: u32, ep: u32, pp: u32, stage: u32) -> f64 {
+pub fn stage_rank_with(lc: &LayerCounts, m: &Model, tp: u32, ep: u32, pp: u32, stage: u32, vocab_multiple: u32) -> f64 {
     let tp_f = tp as f64;
     let n_norm = lc.norm;
     let layers = stage_layers(m.layers, pp, stage);
@@ -166,7 +168,7 @@ pub fn stage_rank_with(lc: &LayerCounts, m: &Model, tp: u32, ep: u32, pp: u32, s
         let per = lc.attention / tp_f + shared / tp_f + routed / (tp_f * ep as f64) + lc.router + 2.0 * n_norm;
         p += moe_here as f64 * per;
     }
-    let vocab = padded_vocab(m.vocab, tp) as f64;
+    let vocab = padded_vocab(m.vocab, tp, vocab_multiple) as f64;
     let emb = vocab * m.hidden as f64 / tp_f;
     if stage == 0 {
         p += emb + lc.embedding_extras;
@@ -249,7 +251,7 @@ mod tests {
         // Untied model, tp = 1, vocab already a multiple of 128: the stages partition the model.
         let m = llama2_7b();
         for pp in [1, 2, 3, 4, 8] {
-            let sum: f64 = (0..pp).map(|s| stage_rank(&m, 1, 1, pp, s)).sum();
+            let sum: f64 = (0..pp).map(|s| stage_rank(&m, 1, 1, pp, s, 128)).sum();
             assert_eq!(sum as u128, total(&m), "pp={pp}");
         }
     }
@@ -276,8 +278,11 @@ mod tests {
 
     #[test]
     fn padded_vocab_follows_megatron() {
-        assert_eq!(padded_vocab(50257, 1), 50304);
-        assert_eq!(padded_vocab(50257, 8), 51200);
-        assert_eq!(padded_vocab(250880, 8), 250880);
+        assert_eq!(padded_vocab(50257, 1, 128), 50304);
+        assert_eq!(padded_vocab(50257, 8, 128), 51200);
+        assert_eq!(padded_vocab(250880, 8, 128), 250880);
+        // No padding (plain PyTorch): the vocabulary as is, or up to a multiple of tp.
+        assert_eq!(padded_vocab(50257, 1, 1), 50257);
+        assert_eq!(padded_vocab(50257, 2, 1), 50258);
     }
 }

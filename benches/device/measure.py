@@ -1,0 +1,316 @@
+"""Measure what toposcan predicts, on one real GPU: GEMM throughput by shape, and training steps of
+small GPT models (step time and peak memory).
+
+Run on a machine with PyTorch and a CUDA GPU:
+
+    python benches/device/measure.py --out DIR            # writes DIR/gemm.csv, DIR/steps.csv, DIR/env.json
+    python benches/device/measure.py --out DIR --smoke    # two tiny configs on the CPU, to check the script
+
+The model is the GPT-3 style model toposcan assumes for a model given only by its shape (GELU MLP of
+4 x hidden, learned positions, tied embeddings, LayerNorm with biases), trained the way Megatron-LM
+keeps its state so the memory can be compared term by term: bf16 weights and gradients, an fp32
+master copy with AdamW's two fp32 moments (2 + 2 + 12 bytes per parameter), hidden dropout 0.1
+(1-byte masks), flash attention through PyTorch's scaled_dot_product_attention, and a cross
+entropy on an fp32 copy of the logits. Full recompute checkpoints each layer's input.
+
+Timing: CUDA events around each whole step (forward, backward, optimizer), median of the timed
+steps after warm-up steps. Memory: torch.cuda.max_memory_allocated over the whole run of a config
+(allocator reset and cache emptied between configs), and device memory in use (context included)
+after the steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import statistics
+import subprocess
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+# (name, layers, hidden, heads, vocab, seq, mbs, recompute). Chosen to span head dimension (64-136),
+# widths whose GEMMs fill the SMs well or badly, sequence 512-8192, micro batch 1-32, recompute
+# none/full, and a vocabulary that is not a multiple of 8 (GPT-2's 50257).
+CONFIGS = [
+    ("gpt-125m-v50257", 12, 768, 12, 50257, 1024, 16, "none"),
+    ("gpt-125m", 12, 768, 12, 50304, 1024, 16, "none"),
+    ("gpt-350m-s512", 24, 1024, 16, 50304, 512, 32, "none"),
+    ("gpt-350m-s1024", 24, 1024, 16, 50304, 1024, 8, "none"),
+    ("gpt-350m-s2048", 24, 1024, 16, 50304, 2048, 4, "none"),
+    ("gpt-deep-thin", 48, 1024, 16, 50304, 1024, 16, "none"),
+    ("gpt-1.3b", 24, 2048, 16, 50304, 2048, 4, "none"),
+    ("gpt-1.3b-h32", 24, 2048, 32, 50304, 2048, 4, "none"),
+    ("gpt-1.3b-mbs8", 24, 2048, 16, 50304, 2048, 8, "none"),
+    ("gpt-1.3b-full", 24, 2048, 16, 50304, 2048, 4, "full"),
+    ("gpt-1.3b-v50257", 24, 2048, 16, 50257, 2048, 4, "none"),
+    ("gpt-1.3b-s8192", 16, 2048, 16, 50304, 8192, 1, "none"),
+    ("gpt-1.3b-s8192-full", 16, 2048, 16, 50304, 8192, 1, "full"),
+    ("gpt-2.7b", 32, 2560, 20, 50304, 2048, 4, "none"),
+    ("gpt-2.7b-h32", 32, 2560, 32, 50304, 2048, 4, "none"),
+    ("gpt-2.7b-s4096", 32, 2560, 20, 50304, 4096, 2, "none"),
+    ("gpt-h4096-mbs2", 16, 4096, 32, 50304, 2048, 2, "none"),
+    ("gpt-h4096-h64", 16, 4096, 64, 50304, 2048, 2, "none"),
+    ("gpt-h4096-full-mbs2", 16, 4096, 32, 50304, 2048, 2, "full"),
+    ("gpt-h4096-full-mbs4", 16, 4096, 32, 50304, 2048, 4, "full"),
+    ("gpt-h4352", 16, 4352, 32, 50304, 2048, 2, "none"),
+]
+# A second set, not used to fit the pytorch-h200 profile: its predictions were committed before it
+# was measured (data/measured/README.md). New widths, head counts, depths, sequence lengths and
+# vocabularies; a 6.7B model at the edge of 141 GB (one predicted to fit, one not); and three
+# configurations of the first set again, for the run-to-run spread.
+HELDOUT = [
+    ("gpt-125m-s2048", 12, 768, 12, 50304, 2048, 8, "none"),
+    ("gpt-h1536-l24", 24, 1536, 12, 50304, 2048, 8, "none"),
+    ("gpt-h1536-h24", 24, 1536, 24, 50304, 2048, 8, "none"),
+    ("gpt-h1536-v32000", 24, 1536, 12, 32000, 2048, 8, "none"),
+    ("gpt-h1536-v50257", 24, 1536, 12, 50257, 2048, 8, "none"),
+    ("gpt-h3072-l16", 16, 3072, 24, 50304, 2048, 4, "none"),
+    ("gpt-h3072-s1024", 16, 3072, 24, 50304, 1024, 8, "none"),
+    ("gpt-h3072-s4096-full", 16, 3072, 24, 50304, 4096, 4, "full"),
+    ("gpt-h3072-s16384", 8, 3072, 24, 50304, 16384, 1, "none"),
+    ("gpt-h5120-l8", 8, 5120, 40, 50304, 2048, 4, "none"),
+    ("gpt-h5120-l8-full", 8, 5120, 40, 50304, 2048, 8, "full"),
+    ("gpt-h6144-l6", 6, 6144, 48, 50304, 2048, 2, "none"),
+    ("gpt-h2048-l4-mbs64", 4, 2048, 16, 50304, 512, 64, "none"),
+    ("gpt-h2048-l40", 40, 2048, 16, 50304, 2048, 2, "none"),
+    ("gpt-6.7b-full-mbs1", 32, 4096, 32, 50304, 2048, 1, "full"),
+    ("gpt-6.7b-full-mbs4", 32, 4096, 32, 50304, 2048, 4, "full"),
+    ("gpt-6.7b-mbs2", 32, 4096, 32, 50304, 2048, 2, "none"),
+    ("gpt-6.7b-mbs4", 32, 4096, 32, 50304, 2048, 4, "none"),
+    ("gpt-6.7b-mbs6", 32, 4096, 32, 50304, 2048, 6, "none"),
+    ("gpt-125m", 12, 768, 12, 50304, 1024, 16, "none"),
+    ("gpt-1.3b", 24, 2048, 16, 50304, 2048, 4, "none"),
+    ("gpt-h4096-mbs2", 16, 4096, 32, 50304, 2048, 2, "none"),
+]
+SMOKE = [
+    ("smoke-a", 2, 64, 4, 101, 32, 2, "none"),
+    ("smoke-b", 2, 64, 2, 128, 32, 2, "full"),
+]
+DROPOUT = 0.1
+
+
+class Block(nn.Module):
+    def __init__(self, hidden: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.ln1 = nn.LayerNorm(hidden)
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.proj = nn.Linear(hidden, hidden)
+        self.ln2 = nn.LayerNorm(hidden)
+        self.fc1 = nn.Linear(hidden, 4 * hidden)
+        self.fc2 = nn.Linear(4 * hidden, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, h = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(b, s, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = y.transpose(1, 2).reshape(b, s, h)
+        x = x + F.dropout(self.proj(y), DROPOUT, self.training)
+        return x + F.dropout(self.fc2(F.gelu(self.fc1(self.ln2(x)), approximate="tanh")), DROPOUT, self.training)
+
+
+class GPT(nn.Module):
+    def __init__(self, layers: int, hidden: int, heads: int, vocab: int, seq: int, full_recompute: bool) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(vocab, hidden)
+        self.wpe = nn.Embedding(seq, hidden)
+        self.blocks = nn.ModuleList(Block(hidden, heads) for _ in range(layers))
+        self.ln_f = nn.LayerNorm(hidden)
+        self.full_recompute = full_recompute
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        x = F.dropout(self.wte(idx) + self.wpe.weight[: idx.shape[1]], DROPOUT, self.training)
+        for blk in self.blocks:
+            x = checkpoint(blk, x, use_reentrant=False) if self.full_recompute else blk(x)
+        logits = F.linear(self.ln_f(x), self.wte.weight)
+        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.view(-1))
+
+
+class MixedAdam:
+    """AdamW on fp32 master weights of a bf16 model, stepped one layer at a time so that only one
+    layer's fp32 gradients exist at once (the bf16 gradient is freed as its fp32 copy is made)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        groups = [list(model.wte.parameters()) + list(model.wpe.parameters()) + list(model.ln_f.parameters())]
+        groups += [list(b.parameters()) for b in model.blocks]
+        fused = next(model.parameters()).is_cuda
+        self.parts = []
+        for g in groups:
+            masters = [p.detach().float().clone().requires_grad_(True) for p in g]
+            opt = torch.optim.AdamW(masters, lr=1e-4, weight_decay=0.1, fused=fused or None)
+            self.parts.append((g, masters, opt))
+
+    def step(self) -> None:
+        for params, masters, opt in self.parts:
+            for p, m in zip(params, masters):
+                m.grad = p.grad.float()
+                p.grad = None
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                try:
+                    torch._foreach_copy_(params, masters)
+                except (RuntimeError, TypeError, AttributeError):
+                    for p, m in zip(params, masters):
+                        p.copy_(m)
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def run_config(cfg: tuple, device: torch.device, warmup: int, steps: int) -> dict:
+    name, layers, hidden, heads, vocab, seq, mbs, recompute = cfg
+    row = {"name": name, "layers": layers, "hidden": hidden, "heads": heads, "vocab": vocab, "seq_len": seq,
+           "mbs": mbs, "recompute": recompute, "params": 0, "step_time_s": math.nan, "step_time_min_s": math.nan,
+           "step_time_max_s": math.nan, "peak_allocated_gib": math.nan, "peak_reserved_gib": math.nan,
+           "device_used_gib": math.nan, "oom": 0}
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    model = opt = None
+    try:
+        torch.manual_seed(0)
+        with device:  # initialize on the GPU: a CPU init of billions of parameters takes longer than the steps
+            model = GPT(layers, hidden, heads, vocab, seq, recompute == "full").to(dtype=torch.bfloat16)
+        row["params"] = parameter_count(model)
+        opt = MixedAdam(model)
+        if cuda:  # the peak of training, not of the fp32 initialization
+            torch.cuda.reset_peak_memory_stats()
+        idx = torch.randint(0, vocab, (mbs, seq), device=device)
+        tgt = torch.randint(0, vocab, (mbs, seq), device=device)
+        times = []
+        for i in range(warmup + steps):
+            if cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+            else:
+                t0 = time.perf_counter()
+            loss = model(idx, tgt)
+            loss.backward()
+            opt.step()
+            if cuda:
+                end.record()
+                end.synchronize()
+                dt = start.elapsed_time(end) / 1e3
+            else:
+                dt = time.perf_counter() - t0
+            if i >= warmup:
+                times.append(dt)
+            if not math.isfinite(loss.item()):
+                raise RuntimeError(f"{name}: loss is not finite")
+        row["step_time_s"] = statistics.median(times)
+        row["step_time_min_s"], row["step_time_max_s"] = min(times), max(times)
+        if cuda:
+            row["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            row["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
+            free, total = torch.cuda.mem_get_info()
+            row["device_used_gib"] = (total - free) / 2**30
+    except torch.OutOfMemoryError:
+        row["oom"] = 1
+    finally:
+        del model, opt
+    return row
+
+
+def time_gemm(m: int, n: int, k: int, device: torch.device, reps: int) -> float:
+    """Median seconds of y = x W^T (the layout of nn.Linear), rotating over input sets so that
+    operands that fit in L2 are not timed from the cache."""
+    sets = max(1, min(4, int(2 * 60e6 // max(1, 2 * (m * k + n * k)))))
+    xs = [torch.randn(m, k, device=device, dtype=torch.bfloat16) for _ in range(sets)]
+    ws = [torch.randn(n, k, device=device, dtype=torch.bfloat16) for _ in range(sets)]
+    for i in range(3):
+        F.linear(xs[i % sets], ws[i % sets])
+    times = []
+    for i in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        F.linear(xs[i % sets], ws[i % sets])
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) / 1e3)
+    return statistics.median(times)
+
+
+def gemm_shapes() -> list[tuple[str, int, int, int]]:
+    """(label, m, n, k): the four forward GEMMs of a transformer layer per tensor-parallel rank for
+    the widths of the seeds/001 quantization table (4096 tokens = micro batch 2 x 2048), a sweep of
+    the output width at m = k = 4096, and the LM head with an aligned and an unaligned vocabulary."""
+    shapes = []
+    for h in (12288, 13312, 13824, 14336, 14400):
+        for tp in (4, 8):
+            shapes += [(f"qkv h{h} tp{tp}", 4096, 3 * h // tp, h), (f"proj h{h} tp{tp}", 4096, h, h // tp),
+                       (f"fc1 h{h} tp{tp}", 4096, 4 * h // tp, h), (f"fc2 h{h} tp{tp}", 4096, h, 4 * h // tp)]
+    shapes += [(f"sweep n{n}", 4096, n, 4096) for n in range(256, 12289, 128)]
+    shapes += [(f"lmhead v{v} h{h}", 8192, v, h) for v in (50257, 50304) for h in (768, 2048)]
+    return shapes
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--smoke", action="store_true", help="two tiny configs on the CPU")
+    ap.add_argument("--set", choices=("fit", "heldout"), default="fit", help="which configurations")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--budget", type=float, default=240.0, help="seconds; later configs are skipped after it")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    device = torch.device("cpu" if args.smoke else "cuda")
+    env = {"torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        p = torch.cuda.get_device_properties(0)
+        env.update(gpu=p.name, sms=p.multi_processor_count, memory_gib=p.total_memory / 2**30,
+                   cuda=torch.version.cuda)
+        try:
+            env["nvidia_smi"] = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name,driver_version,clocks.max.sm,power.limit", "--format=csv,noheader"],
+                capture_output=True, text=True, timeout=20).stdout.strip()
+        except (OSError, subprocess.SubprocessError) as e:
+            env["nvidia_smi"] = f"unavailable: {e}"
+    with open(os.path.join(args.out, "env.json"), "w") as f:
+        json.dump(env, f, indent=1)
+    print(json.dumps(env), flush=True)
+
+    if device.type == "cuda":
+        t0 = time.time()
+        with open(os.path.join(args.out, "gemm.csv"), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["label", "m", "n", "k", "time_s", "tflops"])
+            for label, m, n, k in gemm_shapes():
+                t = time_gemm(m, n, k, device, reps=20)
+                w.writerow([label, m, n, k, f"{t:.6e}", f"{2 * m * n * k / t / 1e12:.2f}"])
+        print(f"gemm sweep: {time.time() - t0:.1f} s", flush=True)
+
+    rows = []
+    fields = None
+    begin = time.time()
+    for cfg in SMOKE if args.smoke else HELDOUT if args.set == "heldout" else CONFIGS:
+        t0 = time.time()
+        if t0 - begin > args.budget:
+            print(f"budget spent: {cfg[0]} and later skipped", flush=True)
+            break
+        row = run_config(cfg, device, 1 if args.smoke else args.warmup, 2 if args.smoke else args.steps)
+        rows.append(row)
+        fields = list(row)
+        print(f"{row['name']:>22} params {row['params'] / 1e9:6.3f}B step {row['step_time_s']:.4f} s "
+              f"(min {row['step_time_min_s']:.4f} max {row['step_time_max_s']:.4f}) alloc "
+              f"{row['peak_allocated_gib']:.2f} GiB used {row['device_used_gib']:.2f} GiB oom {row['oom']} "
+              f"[{time.time() - t0:.1f} s]", flush=True)
+        with open(os.path.join(args.out, "steps.csv"), "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()
