@@ -89,9 +89,27 @@ HELDOUT = [
     ("gpt-1.3b", 24, 2048, 16, 50304, 2048, 4, "none"),
     ("gpt-h4096-mbs2", 16, 4096, 32, 50304, 2048, 2, "none"),
 ]
+# Llama-style models (SwiGLU, RMSNorm, rotary positions, grouped-query attention with the K/V heads
+# repeated as Hugging Face's `repeat_kv` does, no biases, untied LM head, no dropout), measured after
+# their predictions were committed: (name, layers, hidden, heads, kv_heads, ffn, vocab, seq, mbs,
+# recompute).
+LLAMA = [
+    ("llama-h2048-kv8", 16, 2048, 32, 8, 5632, 32000, 2048, 4, "none"),
+    ("llama-h2048-mha", 16, 2048, 32, 32, 5632, 32000, 2048, 4, "none"),
+    ("llama-h2048-kv8-full", 16, 2048, 32, 8, 5632, 32000, 2048, 8, "full"),
+    ("llama-h2048-kv4-l22", 22, 2048, 32, 4, 5632, 32000, 2048, 4, "none"),
+    ("llama-h2048-hd128-s4096", 16, 2048, 16, 16, 5632, 32000, 4096, 2, "none"),
+    ("llama-h2048-s1024-mbs16", 16, 2048, 32, 8, 5632, 32000, 1024, 16, "none"),
+    ("llama-h2560-kv4", 12, 2560, 20, 4, 6912, 50304, 2048, 4, "none"),
+    ("llama-h3072-v128k", 28, 3072, 24, 8, 8192, 128256, 2048, 2, "none"),
+    ("llama-h4096-v128k", 8, 4096, 32, 8, 14336, 128256, 2048, 2, "none"),
+    ("llama-h4096-v128k-s8192-full", 8, 4096, 32, 8, 14336, 128256, 8192, 1, "full"),
+]
 SMOKE = [
     ("smoke-a", 2, 64, 4, 101, 32, 2, "none"),
     ("smoke-b", 2, 64, 2, 128, 32, 2, "full"),
+    ("smoke-llama", 2, 64, 4, 2, 96, 128, 32, 2, "full"),
+    ("smoke-llama-mha", 2, 64, 4, 4, 96, 128, 32, 2, "none"),
 ]
 DROPOUT = 0.1
 
@@ -116,6 +134,62 @@ class Block(nn.Module):
         return x + F.dropout(self.fc2(F.gelu(self.fc1(self.ln2(x)), approximate="tanh")), DROPOUT, self.training)
 
 
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding, the rotate-half form."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+class LlamaBlock(nn.Module):
+    def __init__(self, hidden: int, heads: int, kv_heads: int, ffn: int) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.hd = heads, kv_heads, hidden // heads
+        self.n1 = nn.RMSNorm(hidden)
+        self.qkv = nn.Linear(hidden, (heads + 2 * kv_heads) * self.hd, bias=False)
+        self.proj = nn.Linear(hidden, hidden, bias=False)
+        self.n2 = nn.RMSNorm(hidden)
+        self.up = nn.Linear(hidden, 2 * ffn, bias=False)  # gate and up projections, one GEMM
+        self.down = nn.Linear(ffn, hidden, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        b, s, h = x.shape
+        qkv = self.qkv(self.n1(x)).view(b, s, self.heads + 2 * self.kv_heads, self.hd).transpose(1, 2)
+        q, k, v = qkv.split([self.heads, self.kv_heads, self.kv_heads], dim=1)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+        if self.kv_heads != self.heads:
+            k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
+            v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, s, h)
+        x = x + self.proj(y)
+        gate, up = self.up(self.n2(x)).chunk(2, dim=-1)
+        return x + self.down(F.silu(gate) * up)
+
+
+class Llama(nn.Module):
+    def __init__(self, layers: int, hidden: int, heads: int, kv_heads: int, ffn: int, vocab: int, seq: int,
+                 full_recompute: bool) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(vocab, hidden)
+        self.blocks = nn.ModuleList(LlamaBlock(hidden, heads, kv_heads, ffn) for _ in range(layers))
+        self.norm = nn.RMSNorm(hidden)
+        self.head = nn.Linear(hidden, vocab, bias=False)
+        hd = hidden // heads
+        freq = 1.0 / (10000.0 ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+        ang = torch.outer(torch.arange(seq, dtype=torch.float32), freq)
+        self.register_buffer("cos", ang.cos(), persistent=False)
+        self.register_buffer("sin", ang.sin(), persistent=False)
+        self.full_recompute = full_recompute
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        x = self.wte(idx)
+        cos, sin = self.cos[: idx.shape[1]], self.sin[: idx.shape[1]]
+        for blk in self.blocks:
+            x = checkpoint(blk, x, cos, sin, use_reentrant=False) if self.full_recompute else blk(x, cos, sin)
+        logits = self.head(self.norm(x))
+        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.view(-1))
+
+
 class GPT(nn.Module):
     def __init__(self, layers: int, hidden: int, heads: int, vocab: int, seq: int, full_recompute: bool) -> None:
         super().__init__()
@@ -138,7 +212,8 @@ class MixedAdam:
     layer's fp32 gradients exist at once (the bf16 gradient is freed as its fp32 copy is made)."""
 
     def __init__(self, model: nn.Module) -> None:
-        groups = [list(model.wte.parameters()) + list(model.wpe.parameters()) + list(model.ln_f.parameters())]
+        in_blocks = {id(p) for b in model.blocks for p in b.parameters()}
+        groups = [[p for p in model.parameters() if id(p) not in in_blocks]]
         groups += [list(b.parameters()) for b in model.blocks]
         fused = next(model.parameters()).is_cuda
         self.parts = []
@@ -167,8 +242,14 @@ def parameter_count(model: nn.Module) -> int:
 
 
 def run_config(cfg: tuple, device: torch.device, warmup: int, steps: int) -> dict:
-    name, layers, hidden, heads, vocab, seq, mbs, recompute = cfg
-    row = {"name": name, "layers": layers, "hidden": hidden, "heads": heads, "vocab": vocab, "seq_len": seq,
+    if len(cfg) == 10:
+        name, layers, hidden, heads, kv_heads, ffn, vocab, seq, mbs, recompute = cfg
+        arch = "llama"
+    else:
+        name, layers, hidden, heads, vocab, seq, mbs, recompute = cfg
+        arch, kv_heads, ffn = "gpt", heads, 4 * hidden
+    row = {"arch": arch, "name": name, "layers": layers, "hidden": hidden, "heads": heads, "kv_heads": kv_heads,
+           "ffn_hidden": ffn, "vocab": vocab, "seq_len": seq,
            "mbs": mbs, "recompute": recompute, "params": 0, "step_time_s": math.nan, "step_time_min_s": math.nan,
            "step_time_max_s": math.nan, "peak_allocated_gib": math.nan, "peak_reserved_gib": math.nan,
            "device_used_gib": math.nan, "oom": 0}
@@ -180,7 +261,11 @@ def run_config(cfg: tuple, device: torch.device, warmup: int, steps: int) -> dic
     try:
         torch.manual_seed(0)
         with device:  # initialize on the GPU: a CPU init of billions of parameters takes longer than the steps
-            model = GPT(layers, hidden, heads, vocab, seq, recompute == "full").to(dtype=torch.bfloat16)
+            if arch == "llama":
+                model = Llama(layers, hidden, heads, kv_heads, ffn, vocab, seq, recompute == "full")
+            else:
+                model = GPT(layers, hidden, heads, vocab, seq, recompute == "full")
+            model = model.to(dtype=torch.bfloat16)
         row["params"] = parameter_count(model)
         opt = MixedAdam(model)
         if cuda:  # the peak of training, not of the fp32 initialization
@@ -221,9 +306,11 @@ def run_config(cfg: tuple, device: torch.device, warmup: int, steps: int) -> dic
     return row
 
 
-def time_gemm(m: int, n: int, k: int, device: torch.device, reps: int) -> float:
+def time_gemm(m: int, n: int, k: int, device: torch.device, reps: int, calls: int = 1) -> float:
     """Median seconds of y = x W^T (the layout of nn.Linear), rotating over input sets so that
-    operands that fit in L2 are not timed from the cache."""
+    operands that fit in L2 are not timed from the cache. Each sample times `calls` back-to-back
+    calls between two events: with one, the host's launch latency (~20 us in eager PyTorch) is
+    inside the sample, which matters for GEMMs of tens of microseconds."""
     sets = max(1, min(4, int(2 * 60e6 // max(1, 2 * (m * k + n * k)))))
     xs = [torch.randn(m, k, device=device, dtype=torch.bfloat16) for _ in range(sets)]
     ws = [torch.randn(n, k, device=device, dtype=torch.bfloat16) for _ in range(sets)]
@@ -233,10 +320,11 @@ def time_gemm(m: int, n: int, k: int, device: torch.device, reps: int) -> float:
     for i in range(reps):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
-        F.linear(xs[i % sets], ws[i % sets])
+        for j in range(calls):
+            F.linear(xs[(i + j) % sets], ws[(i + j) % sets])
         b.record()
         b.synchronize()
-        times.append(a.elapsed_time(b) / 1e3)
+        times.append(a.elapsed_time(b) / 1e3 / calls)
     return statistics.median(times)
 
 
@@ -258,7 +346,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true", help="two tiny configs on the CPU")
-    ap.add_argument("--set", choices=("fit", "heldout"), default="fit", help="which configurations")
+    ap.add_argument("--set", choices=("fit", "heldout", "llama"), default="fit", help="which configurations")
+    ap.add_argument("--gemm-calls", type=int, default=1,
+                    help="back-to-back calls per timed sample (1: one call between events, which then also "
+                         "times the launch; 10 amortizes it, what the 'llama' run used)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--budget", type=float, default=240.0, help="seconds; later configs are skipped after it")
@@ -287,14 +378,14 @@ def main() -> None:
             w = csv.writer(f)
             w.writerow(["label", "m", "n", "k", "time_s", "tflops"])
             for label, m, n, k in gemm_shapes():
-                t = time_gemm(m, n, k, device, reps=20)
+                t = time_gemm(m, n, k, device, reps=20, calls=args.gemm_calls)
                 w.writerow([label, m, n, k, f"{t:.6e}", f"{2 * m * n * k / t / 1e12:.2f}"])
         print(f"gemm sweep: {time.time() - t0:.1f} s", flush=True)
 
     rows = []
     fields = None
     begin = time.time()
-    for cfg in SMOKE if args.smoke else HELDOUT if args.set == "heldout" else CONFIGS:
+    for cfg in SMOKE if args.smoke else {"heldout": HELDOUT, "llama": LLAMA}.get(args.set, CONFIGS):
         t0 = time.time()
         if t0 - begin > args.budget:
             print(f"budget spent: {cfg[0]} and later skipped", flush=True)

@@ -182,12 +182,17 @@ H200_PROFILE = "pytorch-h200"
 
 
 def h200_config(r: dict[str, str]) -> dict[str, Any]:
-    """evaluate() keywords for a row of ``data/measured/h200_steps.csv``: the GPT model of
-    benches/device/measure.py (toposcan's default for a model given by its shape) on one GPU."""
+    """evaluate() keywords for a row of ``data/measured/h200_steps.csv`` on one GPU: the GPT model
+    of benches/device/measure.py (toposcan's default for a model given by its shape), or its
+    Llama-style model (SwiGLU, RMSNorm, rotary positions, GQA, no biases, untied head)."""
+    arch = {}
+    if r.get("arch") == "llama":
+        arch = dict(activation="swiglu", norm="rmsnorm", position="rope", bias=False, tied_embeddings=False,
+                    kv_heads=int(r["kv_heads"]), ffn_hidden=int(r["ffn_hidden"]))
     return dict(layers=int(r["layers"]), hidden=int(r["hidden"]), heads=int(r["heads"]), vocab=int(r["vocab"]),
                 seq_len=int(r["seq_len"]), gpu="h200", nodes=1, gpus_per_node=1, dp=1, tp=1, pp=1,
                 mbs=int(r["mbs"]), gbs=int(r["mbs"]), zero_stage=0, recompute=r["recompute"], precision="bf16",
-                profile=H200_PROFILE)
+                profile=H200_PROFILE, **arch)
 
 
 def h200_cases(which: str = "time", group: str | None = None) -> list[Case]:
