@@ -51,6 +51,7 @@ fn space(target: f64) -> Space {
         flash_attention: false,
         uneven_stages: true,
         vocab_multiple: 128,
+        fused_kernels: true,
         cluster: Cluster { gpu: a100(), nodes: 48, gpus_per_node: 8 },
         profile: Profile::default(),
         options: Options::default(),

@@ -105,6 +105,18 @@ LLAMA = [
     ("llama-h4096-v128k", 8, 4096, 32, 8, 14336, 128256, 2048, 2, "none"),
     ("llama-h4096-v128k-s8192-full", 8, 4096, 32, 8, 14336, 128256, 8192, 1, "full"),
 ]
+# A second Llama-style set, measured after the model learned eager SwiGLU, rotary and repeat_kv
+# (`fused_kernels = false`) from the first, and predicted (committed) before this run.
+LLAMA2 = [
+    ("llama2-h1536-kv4", 16, 1536, 12, 4, 4096, 32000, 2048, 8, "none"),
+    ("llama2-h1536-mqa", 16, 1536, 12, 1, 4096, 32000, 2048, 8, "none"),
+    ("llama2-h2304-kv6-s512", 18, 2304, 18, 6, 6144, 50304, 512, 32, "none"),
+    ("llama2-h2048-kv8-s16384-full", 12, 2048, 16, 8, 5632, 32000, 16384, 1, "full"),
+    ("llama2-h3584-kv4", 10, 3584, 28, 4, 9728, 65536, 2048, 4, "none"),
+    ("llama2-h3584-kv4-full", 10, 3584, 28, 4, 9728, 65536, 2048, 8, "full"),
+    ("llama2-h5120-kv8", 6, 5120, 40, 8, 13824, 32000, 4096, 2, "none"),
+    ("llama2-h1024-l32-mbs32", 32, 1024, 16, 4, 2816, 32000, 1024, 32, "none"),
+]
 SMOKE = [
     ("smoke-a", 2, 64, 4, 101, 32, 2, "none"),
     ("smoke-b", 2, 64, 2, 128, 32, 2, "full"),
@@ -346,7 +358,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true", help="two tiny configs on the CPU")
-    ap.add_argument("--set", choices=("fit", "heldout", "llama"), default="fit", help="which configurations")
+    ap.add_argument("--set", choices=("fit", "heldout", "llama", "llama2"), default="fit", help="which configurations")
     ap.add_argument("--gemm-calls", type=int, default=1,
                     help="back-to-back calls per timed sample (1: one call between events, which then also "
                          "times the launch; 10 amortizes it, what the 'llama' run used)")
@@ -385,7 +397,7 @@ def main() -> None:
     rows = []
     fields = None
     begin = time.time()
-    for cfg in SMOKE if args.smoke else {"heldout": HELDOUT, "llama": LLAMA}.get(args.set, CONFIGS):
+    for cfg in SMOKE if args.smoke else {"heldout": HELDOUT, "llama": LLAMA, "llama2": LLAMA2}.get(args.set, CONFIGS):
         t0 = time.time()
         if t0 - begin > args.budget:
             print(f"budget spent: {cfg[0]} and later skipped", flush=True)

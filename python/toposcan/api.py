@@ -64,6 +64,7 @@ def _strategy(kw: dict[str, Any], gpus: int, prof_entry: dict[str, Any]) -> dict
         "flash_attention": spec.boolean("flash_attention", prof_entry["flash_attention"] if flash is None else flash),
         "uneven_stages": spec.boolean("uneven_stages", kw.get("uneven_stages", True)),
         "vocab_multiple": int(prof_entry["vocab_multiple"]),
+        "fused_kernels": bool(prof_entry["fused_kernels"]),
     }
 
 
@@ -348,6 +349,7 @@ def enumerate(
         "precision": spec.choice("precision", precision, spec.PRECISIONS), "flash_attention": flash,
         "uneven_stages": spec.boolean("uneven_stages", uneven_stages),
         "vocab_multiple": int(prof_entry["vocab_multiple"]),
+        "fused_kernels": bool(prof_entry["fused_kernels"]),
         "keep_infeasible": spec.boolean("include_infeasible", include_infeasible),
     }
     opts = spec.options_dict(headroom, train_tokens, allow_cross_node_tp, rampup)

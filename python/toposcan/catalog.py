@@ -49,7 +49,7 @@ def model_spec(name: str) -> dict[str, Any]:
 PROFILE_NUMBERS = ("gemm_efficiency", "attention_efficiency", "memory_efficiency", "intra_link_efficiency",
                    "inter_link_efficiency", "layer_overhead_s", "dp_overlap", "fsdp_overlap", "step_overhead_s",
                    "memory_overhead_gib", "fragmentation", "grad_bytes", "grad_shard_bytes", "logit_bytes")
-PROFILE_FLAGS = ("flash_attention", "p2p_scatter_gather", "zero1_allreduce", "transient_gradients")
+PROFILE_FLAGS = ("flash_attention", "p2p_scatter_gather", "zero1_allreduce", "transient_gradients", "fused_kernels")
 #: Whole-number settings of a profile: the framework pads the vocabulary to a multiple of
 #: ``vocab_multiple * tp`` rows (Megatron-LM: 128; 1 keeps the model's own vocabulary).
 PROFILE_INTS = {"vocab_multiple": (1, 1 << 16)}

@@ -127,6 +127,7 @@ fn strategy(d: &Bound<'_, PyDict>) -> PyResult<Strategy> {
         flash_attention: get(d, "flash_attention")?,
         uneven_stages: get(d, "uneven_stages")?,
         vocab_multiple: get(d, "vocab_multiple")?,
+        fused_kernels: get(d, "fused_kernels")?,
     })
 }
 
@@ -300,6 +301,7 @@ fn enumerate<'py>(
         flash_attention: get(space_d, "flash_attention")?,
         uneven_stages: get(space_d, "uneven_stages")?,
         vocab_multiple: get(space_d, "vocab_multiple")?,
+        fused_kernels: get(space_d, "fused_kernels")?,
         cluster: cluster(cluster_d)?,
         profile: profile(profile_d)?,
         options: options(options_d)?,

@@ -166,8 +166,9 @@ pub struct LayerBase {
     moe_mlp: (f64, f64),
     /// Elements moved by norms, residuals and dropouts (divided by tp under sequence parallelism).
     sp_elems: f64,
-    /// Elements moved by rotary embeddings, and by the dense and MoE MLP activations.
-    rope_elems: f64,
+    /// Elements moved by rotary embeddings (and eager K/V repetition), and by the dense and MoE
+    /// MLP activations.
+    qk_elems: f64,
     dense_elems: f64,
     moe_elems: f64,
     seconds_per_elem: f64,
@@ -279,8 +280,18 @@ impl LayerBase {
         // residual adds (2 reads, 1 write), two dropouts (read, write, mask), bias+activation on
         // the MLP, rotary embedding on Q and K. Backward moves about twice as much.
         let th = tokens as f64 * h as f64;
-        let mlp_width = |width: u64| (tokens as u128 * (up_mult + 1) as u128 * width as u128 / t as u128) as f64;
-        let rope_elems = if m.position == Position::Rope { 2.0 * (tokens as u128 * (q + kv) as u128 / t as u128) as f64 } else { 0.0 };
+        // Unfused (eager) code makes more passes (see `Strategy::fused_kernels`): SwiGLU reads gate
+        // and up and writes silu(gate), then reads both and writes the product (5 widths, not 3);
+        // rotate-half rotary embedding runs four multiplies, an add, a subtract and a concatenation
+        // over Q and K (about 9 passes, not a read and a write); repeat_kv reads K and V and writes
+        // them at the query heads' width.
+        let eager = !s.fused_kernels;
+        let act_passes = up_mult + 1 + if eager && m.activation == Activation::Swiglu { 2 } else { 0 };
+        let mlp_width = |width: u64| (tokens as u128 * act_passes as u128 * width as u128 / t as u128) as f64;
+        let rope_passes = if eager { 9.0 } else { 2.0 };
+        let rope = if m.position == Position::Rope { rope_passes * (tokens as u128 * (q + kv) as u128 / t as u128) as f64 } else { 0.0 };
+        let repeat_kv = if eager && kv < q { 2.0 * (tokens as u128 * (q + kv) as u128 / t as u128) as f64 } else { 0.0 };
+        let qk_elems = rope + repeat_kv;
         let moe_width = (m.topk as u64 + m.shared_experts as u64) * m.moe_ffn_hidden as u64;
 
         // Tensor-parallel traffic: two all-reduces per layer forward (or two all-gathers and two
@@ -322,7 +333,7 @@ impl LayerBase {
             // Memory-bound kernels per layer forward (elements moved): two norms (read+write), two
             // residual adds (2 reads, 1 write), two dropouts (read, write, mask): 15 x tokens x h.
             sp_elems: 15.0 * th,
-            rope_elems,
+            qk_elems,
             dense_elems: mlp_width(f),
             moe_elems: mlp_width(moe_width) + 2.0 * th * m.topk.max(1) as f64,
             seconds_per_elem: bytes / gpu.memory_bw,
@@ -345,7 +356,7 @@ impl LayerBase {
     /// `params` are the whole model's (total, active) parameters, carried for the FLOP counts.
     pub fn cost(&self, sequence_parallel: bool, recompute: Recompute, params: (f64, f64)) -> LayerCost {
         let sp_div = if sequence_parallel { self.tp } else { 1.0 };
-        let common = self.sp_elems / sp_div + self.rope_elems;
+        let common = self.sp_elems / sp_div + self.qk_elems;
         let layer = |mlp: (f64, f64), elems: f64, extra_comm: f64| {
             let mem = elems * self.seconds_per_elem + self.softmax_mem;
             let f_work = Work { gemm: self.proj_fwd + mlp.0, attn: self.core_fwd, mem, comm: self.tp_fwd + self.cp_fwd + extra_comm };

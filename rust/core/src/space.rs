@@ -47,6 +47,8 @@ pub struct Space {
     pub uneven_stages: bool,
     /// See [`Strategy::vocab_multiple`].
     pub vocab_multiple: u32,
+    /// See [`Strategy::fused_kernels`].
+    pub fused_kernels: bool,
     pub cluster: Cluster,
     pub profile: Profile,
     pub options: Options,
@@ -327,6 +329,7 @@ fn run_block(space: &Space, block: u64, per_block: u64, bound: &SharedBound, out
                             flash_attention: space.flash_attention,
                             uneven_stages: space.uneven_stages,
                             vocab_multiple: space.vocab_multiple,
+                            fused_kernels: space.fused_kernels,
                         };
                         let mut lc: Option<LayerCost> = None;
                         // Per-layer activations depend on (tp, cp, mbs, sp, recompute) only.
@@ -423,6 +426,7 @@ mod tests {
             flash_attention: false,
             uneven_stages: true,
             vocab_multiple: 128,
+            fused_kernels: true,
             cluster: Cluster { gpu: a100_80(), nodes: 48, gpus_per_node: 8 },
             profile: Profile::default(),
             options: Options::default(),

@@ -268,6 +268,13 @@ pub struct Strategy {
     /// PyTorch, Hugging Face), which matters when it is not a multiple of 8 (GPT-2's 50257): the LM
     /// head then cannot use tensor cores.
     pub vocab_multiple: u32,
+    /// Elementwise work runs in fused kernels (Megatron-LM, TransformerEngine: fused bias-SwiGLU,
+    /// fused rotary embedding, grouped-query attention without copies). False for eager PyTorch
+    /// reference code (Hugging Face's Llama): SwiGLU keeps `silu(gate)` for backward and makes two
+    /// more passes over the MLP width, the rotate-half rotary embedding makes about nine passes over
+    /// Q and K instead of two, and `repeat_kv` copies K and V to every query head, which attention
+    /// then saves for backward.
+    pub fused_kernels: bool,
 }
 
 impl Strategy {
@@ -440,6 +447,7 @@ pub mod examples {
             flash_attention: false,
             uneven_stages: true,
             vocab_multiple: 128,
+            fused_kernels: true,
         }
     }
 }

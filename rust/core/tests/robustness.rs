@@ -90,6 +90,7 @@ fn random_strategy(r: &mut Rng) -> Strategy {
         flash_attention: r.next() % 2 == 0,
         uneven_stages: r.next() % 2 == 0,
         vocab_multiple: [1, 8, 128, 1 << 16][(r.next() % 4) as usize],
+        fused_kernels: r.next() % 2 == 0,
     }
 }
 
@@ -150,6 +151,7 @@ fn enumerate_never_panics_on_edge_lists() {
             flash_attention: r.next() % 2 == 0,
             uneven_stages: true,
             vocab_multiple: 128,
+            fused_kernels: true,
             cluster: Cluster { gpu: a100_80(), nodes: r.edge(1 << 20) as u32, gpus_per_node: r.edge(1 << 10) as u32 },
             profile: Profile::default(),
             options: Options::default(),

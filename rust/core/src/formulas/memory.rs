@@ -75,7 +75,14 @@ pub fn layer_activations(m: &Model, s: &Strategy) -> (f64, f64) {
     let kv = (m.kv_heads as f64) * m.head_dim as f64;
     // MLP width a token passes through: dense ffn, or top-k routed plus shared experts.
     let f = if m.is_moe() { (m.topk as f64 + m.shared_experts as f64) * m.moe_ffn_hidden as f64 } else { m.ffn_hidden as f64 };
-    let up = if m.activation == Activation::Swiglu { 2.0 * f } else { f };
+    // Eager SwiGLU also keeps silu(gate); eager GQA saves K and V repeated to every query head.
+    let eager = !s.fused_kernels;
+    let up = match m.activation {
+        Activation::Swiglu if eager => 3.0 * f,
+        Activation::Swiglu => 2.0 * f,
+        _ => f,
+    };
+    let kv = if eager { q } else { kv };
     let replicated = 10.0 * sb * h / if s.sequence_parallel { t } else { 1.0 };
     let split = 2.0 * sb * (q + 2.0 * kv + q + up + f) / t;
     let scores = if s.flash_attention { 0.0 } else { 5.0 * m.heads as f64 * seq * seq * s.mbs as f64 / t };
