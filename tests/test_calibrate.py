@@ -118,6 +118,11 @@ def test_bad_input_is_one_line(runs, kw, field):
     ('["a"]\nbase = "llm-foundry-a100"\ngemm_eficiency = 0.5\n', "gemm_eficiency"),
     ('["a"]\nbase = "llm-foundry-a100"\nmemory_overhead_gib = -1\n', "memory_overhead_gib"),
     ('["a"]\nbase = "llm-foundry-a100"\nflash_attention = "no"\n', "flash_attention"),
+    ('["a"]\nbase = "llm-foundry-a100"\nfused_kernels = 1\n', "fused_kernels"),
+    ('["a"]\nbase = "llm-foundry-a100"\ntransient_gradients = "yes"\n', "transient_gradients"),
+    ('["a"]\nbase = "llm-foundry-a100"\nvocab_multiple = 0\n', "vocab_multiple"),
+    ('["a"]\nbase = "llm-foundry-a100"\nvocab_multiple = 1.5\n', "vocab_multiple"),
+    ('["a"]\nbase = "llm-foundry-a100"\nvocab_multiple = 100000\n', "vocab_multiple"),
 ])
 def test_bad_profile_file_is_one_line(tmp_path, text, field):
     path = tmp_path / "p.toml"
@@ -171,3 +176,15 @@ def test_calibration_renders_in_a_notebook():
     cal = toposcan.calibrate("tests/fixtures/calibrate/seed002_a100_40.csv", base="llm-foundry-a100")
     md = cal._repr_markdown_()
     assert all(f"`{k}`" in md for k in cal.constants) and "leave-one-out" in md
+
+
+def test_profile_file_can_switch_the_framework_settings(tmp_path):
+    # A profile file over a catalog base may change the framework's settings, not only constants:
+    # GPT-2's unpadded vocabulary costs time only where the framework does not pad it.
+    path = tmp_path / "eager.toml"
+    path.write_text('["eager"]\nbase = "megatron-deepspeed-a100"\nvocab_multiple = 1\nfused_kernels = false\n')
+    kw = dict(layers=12, hidden=768, heads=12, gpu="a100-80", gpus_per_node=1, dp=1, mbs=8, gbs=8)
+    odd, even = (toposcan.evaluate(**kw, vocab=v, profile=str(path))["step_time_s"][0] for v in (50257, 50304))
+    assert odd > 1.1 * even
+    odd, even = (toposcan.evaluate(**kw, vocab=v)["step_time_s"][0] for v in (50257, 50304))
+    assert odd == even

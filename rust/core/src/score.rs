@@ -765,6 +765,47 @@ mod tests {
     }
 
     #[test]
+    fn transient_gradients_share_the_activations_memory() {
+        // Plain PyTorch (set_to_none gradients, one micro batch per step): the peak holds the larger
+        // of the gradients and the activations + logits, over weights and optimizer state; with
+        // gradient accumulation the gradients outlive the next micro batch's forward, so both count.
+        let m = llama2_7b();
+        let s = Strategy { zero_stage: 0, recompute: Recompute::None, ..strategy(1, 1, 1, 1, 1) };
+        let persistent = Profile { grad_bytes: 2.0, ..Profile::default() };
+        let transient = Profile { transient_gradients: true, ..persistent };
+        let a = stage_memory(&m, &s, &persistent, 0);
+        let b = stage_memory(&m, &s, &transient, 0);
+        let expect = a.total() - a.gradients - a.activations - a.logits + a.gradients.max(a.activations + a.logits);
+        assert!((b.total() / expect - 1.0).abs() < 1e-12, "{} vs {expect}", b.total());
+        assert!(b.total() < a.total());
+        let accum = Strategy { gbs: 4, ..s };
+        assert_eq!(stage_memory(&m, &accum, &transient, 0).total(), stage_memory(&m, &accum, &persistent, 0).total());
+    }
+
+    #[test]
+    fn eager_kernels_cost_llama_memory_and_time() {
+        // Eager SwiGLU keeps silu(gate) (one more ffn-wide tensor per token) and repeat_kv saves K and
+        // V at the query heads' width; both only where the framework does not fuse them.
+        let m = Model { kv_heads: 8, ..llama2_7b() };
+        let fused = Strategy { zero_stage: 0, recompute: Recompute::None, flash_attention: true, ..strategy(1, 1, 1, 1, 1) };
+        let eager = Strategy { fused_kernels: false, ..fused };
+        let (a, _) = memory::layer_activations(&m, &fused);
+        let (b, _) = memory::layer_activations(&m, &eager);
+        let sb = m.seq_len as f64;
+        let q = (m.heads * m.head_dim) as f64;
+        let kv = (m.kv_heads * m.head_dim) as f64;
+        assert!((b - a - 2.0 * sb * (m.ffn_hidden as f64 + 2.0 * (q - kv))).abs() < 1.0, "{a} {b}");
+        let c = Cluster { gpu: a100_80(), nodes: 1, gpus_per_node: 1 };
+        let t = |s: &Strategy| score(&m, &c, s, &Profile::default(), &Options::default()).unwrap().0.step_time_s;
+        assert!(t(&eager) > t(&fused));
+        // A GELU, learned-position, multi-head model has nothing to fuse: no difference.
+        let g = seed001(4096, 4, 32);
+        let (x, _) = memory::layer_activations(&g, &fused);
+        let (y, _) = memory::layer_activations(&g, &eager);
+        assert_eq!(x, y);
+    }
+
+    #[test]
     fn seed001_oom_rows_do_not_fit() {
         // seeds/001 "GBS Variations": DP48 TP8 PP1 MBS1 and DP32 TP2 PP6 MBS1 ran out of memory.
         let m = seed001(14336, 72, 64);
