@@ -219,8 +219,7 @@ def h200_gemm_rows() -> list[dict[str, Any]]:
     to model over the sweep (isolated GEMMs; a profile's ``gemm_efficiency`` is a step-level fit)."""
     from toposcan import _core
 
-    _, _, cluster_d, _, _ = api._inputs(None, "h200", 1, 1, H200_PROFILE, {"layers": 1, "hidden": 64, "heads": 1},
-                                        (None, None))
+    cluster_d = spec.cluster_dict("h200", 1, 1)
     rows = [(i, r) for i, r in enumerate(load("h200_gemm", "measured"), start=2) if r["calls"] == "10"]
     model = [2 * int(r["m"]) * int(r["n"]) * int(r["k"]) / _core.gemm_time(cluster_d, "bf16", int(r["m"]), int(r["n"]),
                                                                          int(r["k"]), 1) / 1e12 for _, r in rows]

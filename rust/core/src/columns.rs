@@ -90,7 +90,7 @@ pub static COLUMNS: &[Column] = &[
     col!("mem_stage", Kind::Int, Lower, "pipeline stage with the peak", |r| sc(r).mem_stage),
     col!("fits", Kind::Bool, Higher, "peak memory within the GPU minus headroom", |r| sc(r).fits as u8),
     col!("weights_gb", Kind::Float, Lower, "weights on the peak stage, GiB", |r| sc(r).mem.weights / GIB),
-    col!("gradients_gb", Kind::Float, Lower, "gradients on the peak stage, GiB", |r| sc(r).mem.gradients / GIB),
+    col!("gradients_gb", Kind::Float, Lower, "gradients on the peak stage, GiB (with transient gradients, only what exceeds the activations and logits they replace)", |r| sc(r).mem.gradients / GIB),
     col!("optimizer_gb", Kind::Float, Lower, "optimizer states on the peak stage, GiB", |r| sc(r).mem.optimizer / GIB),
     col!("activations_gb", Kind::Float, Lower, "activations on the peak stage, GiB", |r| sc(r).mem.activations / GIB),
     col!("logits_gb", Kind::Float, Lower, "LM-head logits on the peak stage, GiB", |r| sc(r).mem.logits / GIB),
