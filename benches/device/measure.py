@@ -117,6 +117,11 @@ LLAMA2 = [
     ("llama2-h5120-kv8", 6, 5120, 40, 8, 13824, 32000, 4096, 2, "none"),
     ("llama2-h1024-l32-mbs32", 32, 1024, 16, 4, 2816, 32000, 1024, 32, "none"),
 ]
+# Energy: configurations of the sets above, from low to high GEMM share, each run for ENERGY_S
+# seconds of steady steps between two readings of NVML's energy counter.
+ENERGY = ["gpt-125m", "gpt-350m-s512", "gpt-1.3b", "gpt-2.7b", "gpt-h4096-mbs2", "gpt-h4096-full-mbs4",
+          "gpt-6.7b-full-mbs4", "llama-h2048-kv8", "llama-h4096-v128k"]
+ENERGY_S = 8.0
 SMOKE = [
     ("smoke-a", 2, 64, 4, 101, 32, 2, "none"),
     ("smoke-b", 2, 64, 2, 128, 32, 2, "full"),
@@ -253,7 +258,34 @@ def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def run_config(cfg: tuple, device: torch.device, warmup: int, steps: int) -> dict:
+class EnergyMeter:
+    """Joules from NVML's total-energy counter (millijoules since the driver loaded; Volta and later)."""
+
+    def __init__(self) -> None:
+        import pynvml
+
+        pynvml.nvmlInit()
+        self.nvml = pynvml
+        self.handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+
+    def joules(self) -> float:
+        return self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle) / 1e3
+
+
+def measure_energy(step, meter: EnergyMeter, seconds: float) -> tuple[int, float, float]:
+    """(steps, seconds, joules) of `step()` run back to back for at least `seconds`."""
+    torch.cuda.synchronize()
+    e0, t0, n = meter.joules(), time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds:
+        step()
+        n += 1
+        if n % 4 == 0:
+            torch.cuda.synchronize()
+    torch.cuda.synchronize()
+    return n, time.perf_counter() - t0, meter.joules() - e0
+
+
+def run_config(cfg: tuple, device: torch.device, warmup: int, steps: int, meter: "EnergyMeter | None" = None) -> dict:
     if len(cfg) == 10:
         name, layers, hidden, heads, kv_heads, ffn, vocab, seq, mbs, recompute = cfg
         arch = "llama"
@@ -306,6 +338,13 @@ def run_config(cfg: tuple, device: torch.device, warmup: int, steps: int) -> dic
                 raise RuntimeError(f"{name}: loss is not finite")
         row["step_time_s"] = statistics.median(times)
         row["step_time_min_s"], row["step_time_max_s"] = min(times), max(times)
+        if meter is not None:
+            def step() -> None:
+                model(idx, tgt).backward()
+                opt.step()
+            n, secs, joules = measure_energy(step, meter, ENERGY_S)
+            row.update(energy_steps=n, energy_seconds=secs, joules=joules, avg_power_w=joules / secs,
+                       joules_per_token=joules / (n * mbs * seq))
         if cuda:
             row["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
             row["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
@@ -358,7 +397,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true", help="two tiny configs on the CPU")
-    ap.add_argument("--set", choices=("fit", "heldout", "llama", "llama2"), default="fit", help="which configurations")
+    ap.add_argument("--set", choices=("fit", "heldout", "llama", "llama2", "energy"), default="fit",
+                    help="which configurations")
     ap.add_argument("--gemm-calls", type=int, default=1,
                     help="back-to-back calls per timed sample (1: one call between events, which then also "
                          "times the launch; 10 amortizes it, what the 'llama' run used)")
@@ -384,7 +424,7 @@ def main() -> None:
         json.dump(env, f, indent=1)
     print(json.dumps(env), flush=True)
 
-    if device.type == "cuda":
+    if device.type == "cuda" and args.set != "energy":
         t0 = time.time()
         with open(os.path.join(args.out, "gemm.csv"), "w", newline="") as f:
             w = csv.writer(f)
@@ -394,21 +434,43 @@ def main() -> None:
                 w.writerow([label, m, n, k, f"{t:.6e}", f"{2 * m * n * k / t / 1e12:.2f}"])
         print(f"gemm sweep: {time.time() - t0:.1f} s", flush=True)
 
+    meter = None
+    configs = SMOKE if args.smoke else {"heldout": HELDOUT, "llama": LLAMA, "llama2": LLAMA2}.get(args.set, CONFIGS)
+    if args.set == "energy" and not args.smoke:
+        meter = EnergyMeter()
+        by_name = {c[0]: c for c in CONFIGS + HELDOUT + LLAMA}
+        configs = [by_name[n] for n in ENERGY]
+        # The two ends: the idle card, and back-to-back 8192^3 bf16 matrix products.
+        torch.cuda.synchronize()
+        e0, t0 = meter.joules(), time.perf_counter()
+        time.sleep(3.0)
+        idle_w = (meter.joules() - e0) / (time.perf_counter() - t0)
+        a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+        b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+        for _ in range(10):
+            a @ b
+        n, secs, joules = measure_energy(lambda: a @ b, meter, ENERGY_S)
+        gemm = {"idle_power_w": idle_w, "gemm_power_w": joules / secs, "gemm_tflops": n * 2 * 8192**3 / secs / 1e12}
+        del a, b
+        with open(os.path.join(args.out, "power.json"), "w") as f:
+            json.dump(gemm, f, indent=1)
+        print(json.dumps(gemm), flush=True)
     rows = []
     fields = None
     begin = time.time()
-    for cfg in SMOKE if args.smoke else {"heldout": HELDOUT, "llama": LLAMA, "llama2": LLAMA2}.get(args.set, CONFIGS):
+    for cfg in configs:
         t0 = time.time()
         if t0 - begin > args.budget:
             print(f"budget spent: {cfg[0]} and later skipped", flush=True)
             break
-        row = run_config(cfg, device, 1 if args.smoke else args.warmup, 2 if args.smoke else args.steps)
+        row = run_config(cfg, device, 1 if args.smoke else args.warmup, 2 if args.smoke else args.steps, meter)
         rows.append(row)
         fields = list(row)
         print(f"{row['name']:>22} params {row['params'] / 1e9:6.3f}B step {row['step_time_s']:.4f} s "
               f"(min {row['step_time_min_s']:.4f} max {row['step_time_max_s']:.4f}) alloc "
               f"{row['peak_allocated_gib']:.2f} GiB used {row['device_used_gib']:.2f} GiB oom {row['oom']} "
-              f"[{time.time() - t0:.1f} s]", flush=True)
+              f"[{time.time() - t0:.1f} s]" + (f" {row['avg_power_w']:.0f} W, {row['joules_per_token']:.4f} J/token"
+                                                  if "avg_power_w" in row else ""), flush=True)
         with open(os.path.join(args.out, "steps.csv"), "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=fields)
             w.writeheader()
