@@ -199,3 +199,13 @@ def test_h200_gemm_level(results):
     # the tile/wave shape effects do not rank H200 GEMMs (README: where the model is weak).
     _, s = results
     assert s["h200-gemm"]["rows"] >= 130 and s["h200-gemm"]["mape"] <= 6.0
+
+
+def test_h200_energy_per_token(results):
+    # NVML's energy counter over 8 s of steady training steps: the card drew 680-696 W of its 700 W
+    # board power in every configuration (125M to 6.7B parameters), the premise of the power model;
+    # J/token is then off by the step time's error only (predictions committed before the run).
+    for c in v.h200_energy_cases():
+        assert 0.95 <= c.extra["avg_power_w"] / 700.0 <= 1.0, c.label
+    _, s = results
+    assert s["h200-energy"]["rows"] >= 9 and s["h200-energy"]["mape"] <= 5.0 and s["h200-energy"]["max_error"] <= 11.0

@@ -32,7 +32,11 @@ def _fmt(v: Any, name: str) -> str:
             return f"{v * 100:.1f}%"
         if abs(v) >= 1e5:
             return f"{v:.3e}"
-        return f"{v:.2f}" if abs(v) >= 0.01 or v == 0 else f"{v:.3g}"
+        # Below 1, three significant digits: 0.0747 s or 0.0131 J/token, not 0.07 and 0.01.
+        if abs(v) >= 1 or v == 0 or name.endswith("_pct"):
+            return f"{v:.2f}"  # percents: two decimals
+        short = f"{v:.3g}"
+        return f"{v:.2f}" if short in ("1", "-1") else short
     return str(v)
 
 

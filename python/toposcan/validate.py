@@ -19,6 +19,7 @@ Tables (``table`` column of :func:`validate`):
 * ``h200-steps`` / ``h200-mem`` - our own measurements (``data/measured/``): training steps of GPT
   models on one H200, step time and device memory, profile ``pytorch-h200``; group ``fit`` is what
   the profile was fitted to, group ``heldout`` was predicted before it was measured.
+* ``h200-energy`` - J/token of nine of those configurations, from NVML's energy counter.
 * ``h200-gemm`` - the same machine's GEMM throughput by shape against the GEMM model
   (``gemm_efficiency`` of ``pytorch-h200`` times the tile/wave/alignment efficiency).
 """
@@ -212,6 +213,13 @@ def h200_cases(which: str = "time", group: str | None = None) -> list[Case]:
     return out
 
 
+def h200_energy_cases() -> list[Case]:
+    """Measured J/token on the H200 (NVML's energy counter over 8 s of steady steps)."""
+    return [Case("h200-energy", r["arch"], i, r["name"], h200_config(r), float(r["joules_per_token"]), "J/token",
+                 {"avg_power_w": float(r["avg_power_w"])})
+            for i, r in enumerate(load("h200_energy", "measured"), start=2)]
+
+
 def h200_gemm_rows() -> list[dict[str, Any]]:
     """Measured GEMM TFLOP/s on the H200 beside the GEMM model's, per shape: the sweep timed over
     10 back-to-back calls (``calls`` 10; single calls also time the host's launch). The model's
@@ -249,15 +257,12 @@ def _row(c: Case, pred: float, extra: dict[str, Any] | None = None) -> dict[str,
             "measured": c.measured, "predicted": pred, "error_pct": err, **(extra or {})}
 
 
+#: The predicted column a case's unit compares with (step time otherwise).
+UNIT_COLUMN = {"tok/s/GPU": "tokens_per_s_per_gpu", "J/token": "energy_j_per_token"}
+
+
 def predict_time(cases: list[Case]) -> list[dict[str, Any]]:
-    rows = []
-    for c in cases:
-        r = _evaluate(c.kwargs)
-        if c.unit == "tok/s/GPU":
-            rows.append(_row(c, float(r["tokens_per_s_per_gpu"])))
-        else:
-            rows.append(_row(c, float(r["step_time_s"])))
-    return rows
+    return [_row(c, float(_evaluate(c.kwargs)[UNIT_COLUMN.get(c.unit, "step_time_s")])) for c in cases]
 
 
 def predict_memory(cases: list[Case]) -> list[dict[str, Any]]:
@@ -341,7 +346,7 @@ def summarize(df: pl.DataFrame) -> pl.DataFrame:
 
 
 #: Our own measurements (data/measured/).
-MEASURED_TABLES = ("h200-steps", "h200-mem", "h200-gemm")
+MEASURED_TABLES = ("h200-steps", "h200-mem", "h200-gemm", "h200-energy")
 
 #: The exact-accounting tables (FLOPs, MFU/HFU, parameters, energy) that ``accounting`` groups.
 ACCOUNTING_TABLES = ("seed001-tflops", "seed002-mfu", "seed002-hfu", "seed002-params", "seed004-tflops",
@@ -374,6 +379,8 @@ def validate(table: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
         parts += predict_memory(h200_cases("memory"))
     if table in (None, "h200-gemm"):
         parts += h200_gemm_rows()
+    if table in (None, "h200-energy"):
+        parts += predict_time(h200_energy_cases())
     if table is None or table == "accounting" or table in ACCOUNTING_TABLES:
         parts += [r for r in accounting_rows() if table in (None, "accounting", r["table"])]
     df = pl.DataFrame(parts, infer_schema_length=None)
