@@ -3,8 +3,15 @@ small GPT models (step time and peak memory).
 
 Run on a machine with PyTorch and a CUDA GPU:
 
-    python benches/device/measure.py --out DIR            # writes DIR/gemm.csv, DIR/steps.csv, DIR/env.json
-    python benches/device/measure.py --out DIR --smoke    # two tiny configs on the CPU, to check the script
+    python benches/device/measure.py --out DIR                       # `fit` set: DIR/gemm.csv, steps.csv, env.json
+    python benches/device/measure.py --out DIR --set heldout         # also `llama`, `llama2`
+    python benches/device/measure.py --out DIR --set llama --gemm-calls 10   # GEMMs timed over 10 calls
+    python benches/device/measure.py --out DIR --set energy          # J/token from NVML: steps.csv, power.json
+    python benches/device/measure.py --out DIR --smoke               # tiny configs on the CPU, to check the script
+
+What each run measured, and how it compares with toposcan's predictions (some committed before the
+run), is in python/toposcan/data/measured/README.md and `topo validate -t h200-steps` (-mem, -gemm,
+-energy).
 
 The model is the GPT-3 style model toposcan assumes for a model given only by its shape (GELU MLP of
 4 x hidden, learned positions, tied embeddings, LayerNorm with biases), trained the way Megatron-LM
