@@ -214,8 +214,11 @@ fn export<'py>(py: Python<'py>, rows: &[Row]) -> PyResult<(Bound<'py, PyDict>, B
     Ok((cols, labels))
 }
 
-/// Scores one configuration: (columns of a one-row frame, labels, reject code or None, reject
-/// message, per-stage memory as a list of dicts in bytes).
+/// What `evaluate` returns: columns of a one-row frame, labels, reject code or None, reject message,
+/// per-stage memory as a list of dicts in bytes.
+type Evaluated<'py> = (Bound<'py, PyDict>, Bound<'py, PyDict>, Option<&'static str>, Option<String>, Bound<'py, PyList>);
+
+/// Scores one configuration (see [`Evaluated`]).
 #[pyfunction]
 fn evaluate<'py>(
     py: Python<'py>,
@@ -224,7 +227,7 @@ fn evaluate<'py>(
     strategy_d: &Bound<'py, PyDict>,
     profile_d: &Bound<'py, PyDict>,
     options_d: &Bound<'py, PyDict>,
-) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyDict>, Option<&'static str>, Option<String>, Bound<'py, PyList>)> {
+) -> PyResult<Evaluated<'py>> {
     let (m, c, s, p, o) = (model(model_d)?, cluster(cluster_d)?, strategy(strategy_d)?, profile(profile_d)?, options(options_d)?);
     let (sc, reject, stages) = py.detach(|| {
         guarded(|| {

@@ -128,49 +128,49 @@ pub fn check_strategy(m: &Model, s: &Strategy, c: &Cluster, allow_cross_node_tp:
     if !allow_cross_node_tp && s.tp > c.gpus_per_node {
         return Some(Reject::TpExceedsNode);
     }
-    if m.heads % s.tp != 0 {
+    if !m.heads.is_multiple_of(s.tp) {
         return Some(Reject::HeadsNotDivisibleByTp);
     }
-    if m.kv_heads % s.tp != 0 {
+    if !m.kv_heads.is_multiple_of(s.tp) {
         return Some(Reject::KvHeadsNotDivisibleByTp);
     }
-    if m.ffn_hidden % s.tp != 0 || (m.is_moe() && m.moe_ffn_hidden % s.tp != 0) {
+    if !m.ffn_hidden.is_multiple_of(s.tp) || (m.is_moe() && !m.moe_ffn_hidden.is_multiple_of(s.tp)) {
         return Some(Reject::FfnNotDivisibleByTp);
     }
     if m.layers < s.pp * s.vpp {
         return Some(Reject::TooFewLayersForPp);
     }
-    if !s.uneven_stages && m.layers % s.pp != 0 {
+    if !s.uneven_stages && !m.layers.is_multiple_of(s.pp) {
         return Some(Reject::LayersNotDivisibleByPp);
     }
     if s.vpp > 1 {
         if s.pp <= 2 {
             return Some(Reject::VppNeedsPp);
         }
-        if m.layers % (s.pp * s.vpp) != 0 {
+        if !m.layers.is_multiple_of(s.pp * s.vpp) {
             return Some(Reject::LayersNotDivisibleByVpp);
         }
     }
     if s.grad_accum() == 0 {
         return Some(Reject::GbsNotDivisibleByMbsDp);
     }
-    if s.vpp > 1 && s.grad_accum() % s.pp != 0 {
+    if s.vpp > 1 && !s.grad_accum().is_multiple_of(s.pp) {
         return Some(Reject::MicroBatchesNotDivisibleByPp);
     }
     if s.sequence_parallel && s.tp == 1 {
         return Some(Reject::SequenceParallelNeedsTp);
     }
-    if s.cp > 1 && m.seq_len % (2 * s.cp) != 0 {
+    if s.cp > 1 && !m.seq_len.is_multiple_of(2 * s.cp) {
         return Some(Reject::SeqNotDivisibleByCp);
     }
     if s.ep > 1 {
         if !m.is_moe() {
             return Some(Reject::EpNeedsExperts);
         }
-        if m.experts % s.ep != 0 {
+        if !m.experts.is_multiple_of(s.ep) {
             return Some(Reject::ExpertsNotDivisibleByEp);
         }
-        if (s.dp * s.cp) % s.ep != 0 {
+        if !(s.dp * s.cp).is_multiple_of(s.ep) {
             return Some(Reject::EpNotDivisibleIntoDp);
         }
     }
@@ -215,7 +215,7 @@ pub mod warn {
 pub fn fused_softmax_available(m: &Model, s: &Strategy) -> bool {
     let local_heads = m.heads / s.tp.max(1);
     let seq = m.seq_len / s.cp.max(1);
-    !s.flash_attention && seq > 16 && seq <= 16384 && (local_heads as u64 * s.mbs as u64) % 4 == 0
+    !s.flash_attention && seq > 16 && seq <= 16384 && (local_heads as u64 * s.mbs as u64).is_multiple_of(4)
 }
 
 #[cfg(test)]

@@ -229,7 +229,7 @@ impl LayerBase {
             let context = Gemm::new(seq, hd, s_k, batch_heads);
             (scores.time(gpu, p) + context.time(gpu, p), gemm_bwd(scores, gpu, p) + gemm_bwd(context, gpu, p))
         };
-        if hd % p.tensor_core_alignment() != 0 {
+        if !hd.is_multiple_of(p.tensor_core_alignment()) {
             warnings |= warn::HEAD_DIM_MISALIGNED;
         }
         let fused = rules::fused_softmax_available(m, s);
@@ -272,7 +272,7 @@ impl LayerBase {
         // Flag quantization only where it costs more than 5%: misaligned dims blame tiles,
         // aligned ones the last wave.
         if gemm_efficiency < 0.95 {
-            let aligned = (h / t) % 128 == 0 && (f / t) % 128 == 0;
+            let aligned = (h / t).is_multiple_of(128) && (f / t).is_multiple_of(128);
             warnings |= if aligned { warn::WAVE_QUANTIZATION } else { warn::TILE_QUANTIZATION };
         }
 
@@ -677,10 +677,10 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
     let mem_gb = mem.total() / GIB;
 
     let mut warnings = lc.warnings;
-    if m.layers % pp != 0 {
+    if !m.layers.is_multiple_of(pp) {
         warnings |= warn::UNEVEN_STAGES;
     }
-    if opt.rampup && (s.dp % 4 != 0 || s.gbs % 32 != 0) {
+    if opt.rampup && (!s.dp.is_multiple_of(4) || !s.gbs.is_multiple_of(32)) {
         warnings |= warn::RAMPUP_INCOMPATIBLE;
     }
 

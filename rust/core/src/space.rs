@@ -145,11 +145,11 @@ impl Space {
     /// is exactly 4x). `None` when hidden is not a multiple of heads.
     pub fn shape(&self, hidden: u32, layers: u32, heads: u32) -> std::result::Result<Model, Reject> {
         let b = &self.model;
-        if hidden % heads != 0 {
+        if !hidden.is_multiple_of(heads) {
             return Err(Reject::HiddenNotDivisibleByHeads);
         }
         let group = (b.heads / b.kv_heads.max(1)).max(1);
-        let kv_heads = if heads % group == 0 { heads / group } else { heads };
+        let kv_heads = if heads.is_multiple_of(group) { heads / group } else { heads };
         let ffn = if b.ffn_hidden == 4 * b.hidden {
             4 * hidden
         } else if hidden == b.hidden {
@@ -170,9 +170,12 @@ struct BlockOut {
     /// Layer timings per (heads, tp) and (cp, ep, mbs), kept while one hidden size is walked:
     /// blocks run layers outside heads and tp, and the timings do not depend on the number of
     /// layers. Only timings some candidate needed are stored.
-    bases: HashMap<(u32, u32), HashMap<(u32, u32, u32), LayerBase>>,
+    bases: HashMap<(u32, u32), LayerBases>,
     bases_hidden: u32,
 }
+
+/// Layer timings of one (heads, tp), per (cp, ep, mbs).
+type LayerBases = HashMap<(u32, u32, u32), LayerBase>;
 
 impl BlockOut {
     fn new(reducer: &Reducer) -> Self {
@@ -269,7 +272,7 @@ fn run_block(space: &Space, block: u64, per_block: u64, bound: &SharedBound, out
     let gpus = c.gpus();
     let tp = space.tp[ti];
     // Block-level rules, in the precedence of `rules::check_strategy`.
-    let tp_reject = if gpus % tp as u64 != 0 {
+    let tp_reject = if !gpus.is_multiple_of(tp as u64) {
         Some(Reject::GpusMismatch)
     } else if !space.options.allow_cross_node_tp && tp > c.gpus_per_node {
         Some(Reject::TpExceedsNode)
@@ -304,7 +307,7 @@ fn run_block(space: &Space, block: u64, per_block: u64, bound: &SharedBound, out
     let inner_after_pp: u64 = d[10..].iter().product();
     let mut index = block * per_block;
     for &cp in &space.cp {
-        if gpus % (tp as u64 * cp as u64) != 0 && !space.keep_infeasible {
+        if !gpus.is_multiple_of(tp as u64 * cp as u64) && !space.keep_infeasible {
             prune_all(out, Reject::GpusMismatch, inner_after_cp);
             index += inner_after_cp;
             continue;
@@ -337,8 +340,8 @@ fn run_block(space: &Space, block: u64, per_block: u64, bound: &SharedBound, out
                         let acts = memory::layer_activations(&m, &safe_proto);
                         for (pi, &pp) in space.pp.iter().enumerate() {
                             let denom = tp as u64 * cp as u64 * pp as u64;
-                            if !space.keep_infeasible && (gpus % denom != 0 || m.layers < pp) {
-                                let r = if gpus % denom != 0 { Reject::GpusMismatch } else { Reject::TooFewLayersForPp };
+                            if !space.keep_infeasible && (!gpus.is_multiple_of(denom) || m.layers < pp) {
+                                let r = if !gpus.is_multiple_of(denom) { Reject::GpusMismatch } else { Reject::TooFewLayersForPp };
                                 prune_all(out, r, inner_after_pp);
                                 index += inner_after_pp;
                                 continue;
@@ -395,6 +398,16 @@ fn run_block(space: &Space, block: u64, per_block: u64, bound: &SharedBound, out
         }
     }
     out.bases.insert((m.heads, tp), bases);
+}
+
+/// Threads the enumeration uses (rayon's global pool).
+pub fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// Sizes rayon's global pool; only the first call before any parallel work takes effect.
+pub fn set_threads(n: usize) -> bool {
+    rayon::ThreadPoolBuilder::new().num_threads(n).build_global().is_ok()
 }
 
 #[cfg(test)]
@@ -522,14 +535,4 @@ mod tests {
         .unwrap();
         assert!(stats.partial && calls == 1 && stats.visited < stats.candidates);
     }
-}
-
-/// Threads the enumeration uses (rayon's global pool).
-pub fn threads() -> usize {
-    rayon::current_num_threads()
-}
-
-/// Sizes rayon's global pool; only the first call before any parallel work takes effect.
-pub fn set_threads(n: usize) -> bool {
-    rayon::ThreadPoolBuilder::new().num_threads(n).build_global().is_ok()
 }

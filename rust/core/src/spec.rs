@@ -85,7 +85,7 @@ impl Model {
         positive("ffn_hidden", self.ffn_hidden as u64, 1 << 24)?;
         positive("vocab", self.vocab as u64, 1 << 26)?;
         positive("seq_len", self.seq_len as u64, 1 << 26)?;
-        if self.kv_heads > self.heads || self.heads % self.kv_heads != 0 {
+        if self.kv_heads > self.heads || !self.heads.is_multiple_of(self.kv_heads) {
             return Err(TopoError::new(
                 "kv_heads_not_divisor_of_heads",
                 "kv_heads",
@@ -286,7 +286,7 @@ impl Strategy {
     /// a multiple of `mbs * dp`.
     pub fn grad_accum(&self) -> u32 {
         let per = self.mbs as u64 * self.dp as u64;
-        if per == 0 || self.gbs as u64 % per != 0 {
+        if per == 0 || !(self.gbs as u64).is_multiple_of(per) {
             0
         } else {
             (self.gbs as u64 / per) as u32

@@ -44,13 +44,13 @@ impl Rng {
 }
 
 fn random_model(r: &mut Rng) -> Model {
-    let base = if r.next() % 2 == 0 { bloom_176b() } else { llama2_7b() };
+    let base = if r.next().is_multiple_of(2) { bloom_176b() } else { llama2_7b() };
     let heads = r.edge(1 << 16) as u32;
     let head_dim = r.edge(1 << 16).min((1 << 22) / heads as u64).max(1) as u32;
-    let kv_heads = if r.next() % 2 == 0 { heads } else { 1 };
-    let moe = r.next() % 3 == 0;
+    let kv_heads = if r.next().is_multiple_of(2) { heads } else { 1 };
+    let moe = r.next().is_multiple_of(3);
     // Past the limit too (u32::MAX): validation must refuse it, not overflow on it.
-    let max_experts = if r.next() % 8 == 0 { u32::MAX as u64 } else { 1 << 16 };
+    let max_experts = if r.next().is_multiple_of(8) { u32::MAX as u64 } else { 1 << 16 };
     let experts = if moe { r.edge(max_experts) as u32 } else { 0 };
     let layers = r.edge(1 << 20) as u32;
     Model {
@@ -85,12 +85,12 @@ fn random_strategy(r: &mut Rng) -> Strategy {
         gbs: r.edge(1 << 31) as u32,
         zero_stage: (r.next() % 4) as u8,
         recompute: r.pick(&Recompute::ALL),
-        sequence_parallel: r.next() % 2 == 0,
+        sequence_parallel: r.next().is_multiple_of(2),
         precision: r.pick(&[Precision::Fp32, Precision::Fp16, Precision::Bf16, Precision::Fp8]),
-        flash_attention: r.next() % 2 == 0,
-        uneven_stages: r.next() % 2 == 0,
+        flash_attention: r.next().is_multiple_of(2),
+        uneven_stages: r.next().is_multiple_of(2),
         vocab_multiple: [1, 8, 128, 1 << 16][(r.next() % 4) as usize],
-        fused_kernels: r.next() % 2 == 0,
+        fused_kernels: r.next().is_multiple_of(2),
     }
 }
 
@@ -148,14 +148,14 @@ fn enumerate_never_panics_on_edge_lists() {
             gbs: list(1 << 31),
             zero_stage: vec![0, 1, 2, 3],
             precision: Precision::Bf16,
-            flash_attention: r.next() % 2 == 0,
+            flash_attention: r.next().is_multiple_of(2),
             uneven_stages: true,
             vocab_multiple: 128,
             fused_kernels: true,
             cluster: Cluster { gpu: a100_80(), nodes: r.edge(1 << 20) as u32, gpus_per_node: r.edge(1 << 10) as u32 },
             profile: Profile::default(),
             options: Options::default(),
-            keep_infeasible: r.next() % 4 == 0,
+            keep_infeasible: r.next().is_multiple_of(4),
         };
         if let Ok((rows, stats)) = enumerate(&space, &reducer, &mut |_, _| true) {
             assert!(rows.len() <= 3 && stats.pruned.iter().sum::<u64>() + stats.scored == stats.candidates);

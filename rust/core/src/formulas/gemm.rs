@@ -67,7 +67,7 @@ impl Gemm {
     /// True when every dimension is a multiple of 16 bytes, so tensor cores can run it.
     pub fn tensor_core_aligned(&self, p: Precision) -> bool {
         let a = p.tensor_core_alignment();
-        self.m % a == 0 && self.n % a == 0 && self.k % a == 0
+        self.m.is_multiple_of(a) && self.n.is_multiple_of(a) && self.k.is_multiple_of(a)
     }
 
     /// Seconds at 100% of the tensor peak, with tile and wave quantization and the HBM bound.
@@ -120,7 +120,7 @@ pub fn flash_attention_fwd(gpu: &Gpu, p: Precision, s_q: u64, s_k: u64, head_dim
     // hdim32 ... hdim256 instantiations); another size runs the next one up, padded (80 runs as 96).
     let kernel_dim = head_dim.div_ceil(32) * 32;
     let flops_per_tile = 4.0 * block as f64 * s_k as f64 * kernel_dim as f64 * 0.5;
-    let aligned = head_dim % p.tensor_core_alignment() == 0;
+    let aligned = head_dim.is_multiple_of(p.tensor_core_alignment());
     let rate = if aligned { gpu.peak(p) / gpu.sms as f64 } else { gpu.vector_fp32 / gpu.sms as f64 };
     waves as f64 * flops_per_tile / rate
 }
