@@ -124,6 +124,20 @@ LLAMA2 = [
     ("llama2-h5120-kv8", 6, 5120, 40, 8, 13824, 32000, 4096, 2, "none"),
     ("llama2-h1024-l32-mbs32", 32, 1024, 16, 4, 2816, 32000, 1024, 32, "none"),
 ]
+# A last mixed set, predicted by two variants of the pytorch-h200 profile before the run (the fitted
+# one, and one whose gemm_efficiency is pinned to the isolated-GEMM level 0.709), to choose between
+# them on data neither has seen.
+MIXED = [
+    ("mix-gpt-h2560-s1024", 24, 2560, 32, 50304, 1024, 8, "none"),
+    ("mix-gpt-h3584-full", 20, 3584, 28, 50304, 2048, 4, "full"),
+    ("mix-gpt-h1280-l36", 36, 1280, 20, 50304, 2048, 8, "none"),
+    ("mix-gpt-h8192-l4", 4, 8192, 64, 50304, 2048, 2, "none"),
+    ("mix-llama-h2816-kv4", 16, 2816, 22, 4, 7680, 32000, 2048, 4, "none"),
+    ("mix-llama-h4096-kv8-full", 12, 4096, 32, 8, 11008, 32000, 4096, 2, "full"),
+    ("mix-llama-h1792-mqa-s4096", 20, 1792, 14, 1, 4864, 50304, 4096, 4, "none"),
+    ("mix-llama-h6144-kv8", 4, 6144, 48, 8, 16384, 128256, 2048, 2, "none"),
+]
+
 # Energy: configurations of the sets above, from low to high GEMM share, each run for ENERGY_S
 # seconds of steady steps between two readings of NVML's energy counter.
 ENERGY = ["gpt-125m", "gpt-350m-s512", "gpt-1.3b", "gpt-2.7b", "gpt-h4096-mbs2", "gpt-h4096-full-mbs4",
@@ -404,7 +418,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true", help="two tiny configs on the CPU")
-    ap.add_argument("--set", choices=("fit", "heldout", "llama", "llama2", "energy"), default="fit",
+    ap.add_argument("--set", choices=("fit", "heldout", "llama", "llama2", "mixed", "energy"), default="fit",
                     help="which configurations")
     ap.add_argument("--gemm-calls", type=int, default=1,
                     help="back-to-back calls per timed sample (1: one call between events, which then also "
@@ -442,7 +456,7 @@ def main() -> None:
         print(f"gemm sweep: {time.time() - t0:.1f} s", flush=True)
 
     meter = None
-    configs = SMOKE if args.smoke else {"heldout": HELDOUT, "llama": LLAMA, "llama2": LLAMA2}.get(args.set, CONFIGS)
+    configs = SMOKE if args.smoke else {"heldout": HELDOUT, "llama": LLAMA, "llama2": LLAMA2, "mixed": MIXED}.get(args.set, CONFIGS)
     if args.set == "energy" and not args.smoke:
         meter = EnergyMeter()
         by_name = {c[0]: c for c in CONFIGS + HELDOUT + LLAMA}
