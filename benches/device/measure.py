@@ -138,6 +138,70 @@ MIXED = [
     ("mix-llama-h6144-kv8", 4, 6144, 48, 8, 16384, 128256, 2048, 2, "none"),
 ]
 
+# The last held-out set: predicted by the current profile, and by the variant whose attention
+# efficiency is taken from the kernel measurements of the same run (`--set kernels`), a procedure
+# committed before the run.
+MIXED2 = [
+    ("mix2-gpt-h2048-s4096", 16, 2048, 16, 50304, 4096, 4, "none"),
+    ("mix2-gpt-h3072-h48", 16, 3072, 48, 50304, 2048, 4, "none"),
+    ("mix2-gpt-h1536-s8192-full", 12, 1536, 12, 50304, 8192, 2, "full"),
+    ("mix2-gpt-h5120-v50257", 8, 5120, 40, 50257, 2048, 2, "none"),
+    ("mix2-llama-h2048-kv2-s8192", 12, 2048, 16, 2, 5632, 32000, 8192, 2, "none"),
+    ("mix2-llama-h3072-kv8-full", 16, 3072, 24, 8, 8192, 128256, 4096, 2, "full"),
+    ("mix2-llama-h1024-mha-s2048", 24, 1024, 16, 16, 2816, 32000, 2048, 16, "none"),
+    ("mix2-llama-h4096-kv4-s1024", 8, 4096, 32, 4, 11008, 32000, 1024, 8, "none"),
+]
+
+# Kernels: the LM head's three GEMMs (forward, input gradient, weight gradient) for an aligned and an
+# unaligned vocabulary, and causal flash attention (forward, forward + backward) by shape.
+LM_HEADS = [(t, v, h) for t in (8192, 16384) for v in (50257, 50304) for h in (768, 2048)]
+ATTENTION = [(16, 12, 1024, 64), (8, 16, 2048, 64), (4, 16, 2048, 128), (4, 32, 2048, 64), (4, 20, 2048, 128),
+             (8, 32, 2048, 80), (2, 16, 4096, 128), (1, 16, 8192, 128), (2, 24, 4096, 128), (32, 16, 512, 128),
+             (1, 12, 16384, 128), (4, 40, 2048, 128)]
+
+
+def time_calls(fn, reps: int = 10, calls: int = 10) -> float:
+    """Median seconds per call over `reps` samples of `calls` back-to-back calls."""
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        for _ in range(calls):
+            fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) / 1e3 / calls)
+    return statistics.median(times)
+
+
+def measure_kernels(out: str, device: torch.device) -> None:
+    with open(os.path.join(out, "lm_head.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["tokens", "vocab", "hidden", "op", "time_s", "tflops"])
+        for t, v, h in LM_HEADS:
+            x = torch.randn(t, h, device=device, dtype=torch.bfloat16)
+            wt = torch.randn(v, h, device=device, dtype=torch.bfloat16)
+            dy = torch.randn(t, v, device=device, dtype=torch.bfloat16)
+            for op, fn in (("fwd", lambda: F.linear(x, wt)), ("dgrad", lambda: dy @ wt), ("wgrad", lambda: dy.t() @ x)):
+                s = time_calls(fn)
+                w.writerow([t, v, h, op, f"{s:.6e}", f"{2 * t * v * h / s / 1e12:.2f}"])
+            del x, wt, dy
+    with open(os.path.join(out, "attention.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["batch", "heads", "seq", "head_dim", "fwd_s", "fwd_bwd_s"])
+        for b, nh, s, d in ATTENTION:
+            q, k, v = (torch.randn(b, nh, s, d, device=device, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+            g = torch.randn(b, nh, s, d, device=device, dtype=torch.bfloat16)
+            fwd = time_calls(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
+            both = time_calls(lambda: torch.autograd.grad(F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                                                          (q, k, v), g))
+            w.writerow([b, nh, s, d, f"{fwd:.6e}", f"{both:.6e}"])
+            del q, k, v, g
+    print(open(os.path.join(out, "lm_head.csv")).read() + open(os.path.join(out, "attention.csv")).read(), flush=True)
+
+
 # Energy: configurations of the sets above, from low to high GEMM share, each run for ENERGY_S
 # seconds of steady steps between two readings of NVML's energy counter.
 ENERGY = ["gpt-125m", "gpt-350m-s512", "gpt-1.3b", "gpt-2.7b", "gpt-h4096-mbs2", "gpt-h4096-full-mbs4",
@@ -418,7 +482,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true", help="two tiny configs on the CPU")
-    ap.add_argument("--set", choices=("fit", "heldout", "llama", "llama2", "mixed", "energy"), default="fit",
+    ap.add_argument("--set", choices=("fit", "heldout", "llama", "llama2", "mixed", "mixed2", "kernels", "energy"),
+                    default="fit",
                     help="which configurations")
     ap.add_argument("--gemm-calls", type=int, default=1,
                     help="back-to-back calls per timed sample (1: one call between events, which then also "
@@ -445,7 +510,10 @@ def main() -> None:
         json.dump(env, f, indent=1)
     print(json.dumps(env), flush=True)
 
-    if device.type == "cuda" and args.set != "energy":
+    if args.set == "kernels":
+        measure_kernels(args.out, device)
+        return
+    if device.type == "cuda" and args.set not in ("energy", "mixed2"):
         t0 = time.time()
         with open(os.path.join(args.out, "gemm.csv"), "w", newline="") as f:
             w = csv.writer(f)
@@ -456,7 +524,8 @@ def main() -> None:
         print(f"gemm sweep: {time.time() - t0:.1f} s", flush=True)
 
     meter = None
-    configs = SMOKE if args.smoke else {"heldout": HELDOUT, "llama": LLAMA, "llama2": LLAMA2, "mixed": MIXED}.get(args.set, CONFIGS)
+    configs = SMOKE if args.smoke else {"heldout": HELDOUT, "llama": LLAMA, "llama2": LLAMA2, "mixed": MIXED,
+                                              "mixed2": MIXED2}.get(args.set, CONFIGS)
     if args.set == "energy" and not args.smoke:
         meter = EnergyMeter()
         by_name = {c[0]: c for c in CONFIGS + HELDOUT + LLAMA}

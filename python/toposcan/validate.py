@@ -244,6 +244,21 @@ def _h200_gemm_model() -> tuple[list[tuple[int, dict[str, str]]], list[float], f
     return rows, model, float(np.median([float(r["tflops"]) / mod for (_, r), mod in zip(rows, model)]))
 
 
+def h200_attention_level() -> float:
+    """The H200's causal flash-attention efficiency (forward + backward, PyTorch's
+    scaled_dot_product_attention): median of the model's time at peak over the measured time, over
+    the shapes of ``data/measured/h200_attention.csv``."""
+    from toposcan import _core
+
+    cluster_d = spec.cluster_dict("h200", 1, 1)
+    ratios = []
+    for r in load("h200_attention", "measured"):
+        b, nh, s, d = (int(r[k]) for k in ("batch", "heads", "seq", "head_dim"))
+        peak_s = 3.5 * _core.attention_time(cluster_d, "bf16", s, s, d, b * nh)  # forward + 2.5x backward
+        ratios.append(peak_s / float(r["fwd_bwd_s"]))
+    return float(np.median(ratios))
+
+
 def h200_gemm_level() -> float:
     """The H200's isolated-GEMM efficiency: median of measured over modelled GEMM throughput."""
     return _h200_gemm_model()[2]

@@ -431,6 +431,23 @@ fn gemm_time(cluster_d: &Bound<'_, PyDict>, precision: &str, m: u64, n: u64, k: 
     Ok(toposcan_core::formulas::gemm::Gemm::new(m, n, k, batch).time(&c.gpu, p))
 }
 
+/// Seconds of causal flash attention's forward at 100% of the tensor peak (the core's model,
+/// `formulas::gemm::flash_attention_fwd`; backward is 2.5x), for `batch_heads` problems of
+/// `s_q` queries over `s_k` keys; a profile's `attention_efficiency` divides it.
+#[pyfunction]
+fn attention_time(cluster_d: &Bound<'_, PyDict>, precision: &str, s_q: u64, s_k: u64, head_dim: u64, batch_heads: u64) -> PyResult<f64> {
+    let c = cluster(cluster_d)?;
+    let p = PRECISION.iter().find(|(name, _)| *name == precision).map(|(_, p)| *p).ok_or_else(|| {
+        core_err(TopoError::new("invalid_value", "precision", format!("`precision` must be one of fp32, fp16, bf16, fp8, got `{precision}`")))
+    })?;
+    for (name, v) in [("s_q", s_q), ("s_k", s_k), ("head_dim", head_dim), ("batch_heads", batch_heads)] {
+        if v == 0 || v > 1 << 32 {
+            return Err(core_err(TopoError::new("invalid_value", name, format!("`{name}` must be from 1 to 2^32, got {v}"))));
+        }
+    }
+    Ok(toposcan_core::formulas::gemm::flash_attention_fwd(&c.gpu, p, s_q, s_k, head_dim, batch_heads))
+}
+
 /// (name, type, doc) of every output column, in frame order.
 #[pyfunction]
 fn column_info() -> Vec<(&'static str, &'static str, &'static str)> {
@@ -472,6 +489,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fit_profile, m)?)?;
     m.add_function(wrap_pyfunction!(column_info, m)?)?;
     m.add_function(wrap_pyfunction!(gemm_time, m)?)?;
+    m.add_function(wrap_pyfunction!(attention_time, m)?)?;
     m.add_function(wrap_pyfunction!(reject_codes, m)?)?;
     m.add_function(wrap_pyfunction!(warning_codes, m)?)?;
     Ok(())
