@@ -150,8 +150,8 @@ def test_h200_step_time_fit_and_held_out(results):
     g = _h200_groups(rows, "h200-steps")
     err = {k: d["error_pct"].abs() for k, d in g.items()}
     # `fit`: what profile pytorch-h200 was fitted to, its gemm_efficiency pinned to the measured GEMM
-    # level (MAPE 2.6%, max 10.4%; 1.9% / 5.3% with all five constants free).
-    assert err["fit"].mean() <= 3.0 and err["fit"].max() <= 11.0
+    # level (MAPE 1.5%, max 5.1%).
+    assert err["fit"].mean() <= 2.5 and err["fit"].max() <= 7.0
     # `heldout` and `llama` were predicted before they were measured (h200_heldout_predictions.csv,
     # committed first): 4.1% / 11.2% and 6.9% / 13.6% then. Eager SwiGLU, rotary and repeat_kv
     # (`fused_kernels = false`), modelled after the `llama` run, moved it to 5.8% / 8.4%.
@@ -162,6 +162,9 @@ def test_h200_step_time_fit_and_held_out(results):
     # `mixed`: predicted before its run by the fitted profile (3.8% / 7.0%) and by the variant with the
     # GEMM level pinned (1.6% / 4.3%), which was then adopted; with the level over all sweeps: 1.9% / 4.7%.
     assert g["mixed"].height >= 8 and err["mixed"].mean() <= 3.0 and err["mixed"].max() <= 6.0
+    # `mixed2`: 4.9% / 10.0% as predicted before its run; 2.9% / 9.5% after the LM-head misalignment
+    # rate was re-measured from kernel timings of the same run.
+    assert g["mixed2"].height >= 8 and err["mixed2"].mean() <= 4.0 and err["mixed2"].max() <= 10.5
     for d in g.values():
         assert v.spearman(d["measured"].to_list(), d["predicted"].to_list()) >= 0.9
 
@@ -216,3 +219,10 @@ def test_h200_energy_per_token(results):
         assert 0.95 <= c.extra["avg_power_w"] / 700.0 <= 1.0, c.label
     _, s = results
     assert s["h200-energy"]["rows"] >= 9 and s["h200-energy"]["mape"] <= 5.0 and s["h200-energy"]["max_error"] <= 11.0
+
+
+def test_h200_kernel_levels():
+    # data/measured/h200_attention.csv and h200_gemm.csv: PyTorch's causal flash attention reaches
+    # 0.42 of the model's flash-attention time at peak, isolated GEMMs 0.70 (README, measured/README).
+    assert 0.38 <= v.h200_attention_level() <= 0.46
+    assert 0.66 <= v.h200_gemm_level() <= 0.74
