@@ -17,8 +17,9 @@ Tables (``table`` column of :func:`validate`):
   TFLOPs recomputed from the measured throughput (exact formulas, so errors should be ~0).
 * ``seed003-energy`` - J/token from measured runtime and board power.
 * ``h200-steps`` / ``h200-mem`` - our own measurements (``data/measured/``): training steps of GPT
-  models on one H200, step time and device memory, profile ``pytorch-h200``; group ``fit`` is what
-  the profile was fitted to, group ``heldout`` was predicted before it was measured.
+  and Llama-style models on one H200, step time and device memory, profile ``pytorch-h200``; group
+  ``fit`` is what the profile was fitted to, the other groups were predicted before they were
+  measured (``data/measured/README.md`` says what changed since).
 * ``h200-energy`` - J/token of nine of those configurations, from NVML's energy counter.
 * ``h200-gemm`` - the same machine's GEMM throughput by shape against the GEMM model
   (``gemm_efficiency`` of ``pytorch-h200`` times the tile/wave/alignment efficiency).
@@ -199,7 +200,8 @@ def h200_config(r: dict[str, str]) -> dict[str, Any]:
 
 def h200_cases(which: str = "time", group: str | None = None) -> list[Case]:
     """Our H200 rows as cases: ``time`` (median step time, rows that trained) or ``memory``
-    (device memory in use, GiB, and the OOM rows); ``group`` picks the set (``fit``/``heldout``)."""
+    (device memory in use, GiB, and the OOM rows); ``group`` picks the set (``fit``, or one measured
+    after its predictions were committed: ``heldout``, ``llama``, ``llama2``, ``mixed``, ``mixed2``)."""
     out = []
     for i, r in enumerate(load("h200_steps", "measured"), start=2):
         if group and r["set"] != group:
@@ -225,7 +227,8 @@ def h200_gemm_rows() -> list[dict[str, Any]]:
     """Measured GEMM TFLOP/s on the H200 beside the GEMM model's, per shape: the sweep timed over
     10 back-to-back calls (``calls`` 10; single calls also time the host's launch). The model's
     shape effects (tiles, waves, alignment) are compared at one level, the median ratio of measured
-    to model over the sweep (isolated GEMMs; a profile's ``gemm_efficiency`` is a step-level fit)."""
+    to model over the sweep (:func:`h200_gemm_level`, which ``pytorch-h200`` takes as its
+    ``gemm_efficiency``)."""
     rows, model, level = _h200_gemm_model()
     return [_row(Case("h200-gemm", r["label"].split()[0], i, r["label"], {}, float(r["tflops"]), "TFLOP/s"), level * mod)
             for (i, r), mod in zip(rows, model)]
