@@ -63,9 +63,13 @@ def _strategy(kw: dict[str, Any], gpus: int, prof_entry: dict[str, Any]) -> dict
         "precision": spec.choice("precision", kw.get("precision", "bf16"), spec.PRECISIONS),
         "flash_attention": spec.boolean("flash_attention", prof_entry["flash_attention"] if flash is None else flash),
         "uneven_stages": spec.boolean("uneven_stages", kw.get("uneven_stages", True)),
-        "vocab_multiple": int(prof_entry["vocab_multiple"]),
-        "fused_kernels": bool(prof_entry["fused_kernels"]),
+        **_framework(prof_entry),
     }
+
+
+def _framework(prof_entry: dict[str, Any]) -> dict[str, Any]:
+    """The profile's framework settings the core takes with each strategy (or space)."""
+    return {"vocab_multiple": int(prof_entry["vocab_multiple"]), "fused_kernels": bool(prof_entry["fused_kernels"])}
 
 
 def _inputs(model: str | None, gpu: str, nodes: Any, gpus_per_node: Any, profile: str | None,
@@ -348,8 +352,7 @@ def enumerate(
         "zero_stage": spec.int_list("zero_stage", zero_stage, minimum=0, maximum=3),
         "precision": spec.choice("precision", precision, spec.PRECISIONS), "flash_attention": flash,
         "uneven_stages": spec.boolean("uneven_stages", uneven_stages),
-        "vocab_multiple": int(prof_entry["vocab_multiple"]),
-        "fused_kernels": bool(prof_entry["fused_kernels"]),
+        **_framework(prof_entry),
         "keep_infeasible": spec.boolean("include_infeasible", include_infeasible),
     }
     opts = spec.options_dict(headroom, train_tokens, allow_cross_node_tp, rampup)

@@ -300,7 +300,7 @@ def predict_memory(cases: list[Case]) -> list[dict[str, Any]]:
     rows = []
     for c in cases:
         r = _evaluate(c.kwargs)
-        row = _row(c, float(r["mem_gb"]) if not c.extra["oom"] else float(r["mem_gb"]))
+        row = _row(c, float(r["mem_gb"]))
         row["oom_measured"] = c.extra["oom"]
         row["oom_predicted"] = not bool(r["fits"])
         rows.append(row)
@@ -428,7 +428,9 @@ FIT_START = {"gemm_efficiency": 0.75, "attention_efficiency": 0.5, "memory_effic
 def fit_profile(name: str, cases: list[Case], free: list[bool]) -> dict[str, Any]:
     """Refits a profile's time constants on ``cases`` (from :data:`FIT_START`, so that the fit is a
     function of its rows alone); returns the constants and the fit errors."""
-    start = {**spec.profile_dict(name)[0], **FIT_START, **(PINNED[name]() if name in PINNED else {})}
+    pinned = PINNED[name]() if name in PINNED else {}
+    start = {**spec.profile_dict(name)[0], **FIT_START, **pinned}
+    free = [f and k not in pinned for k, f in zip(TIME_KEYS, free)]  # a measured constant is held
     runs, steps = [], []
     for c in cases:
         model_d, cluster_d, strat, _ = core_inputs(c.kwargs)
@@ -464,8 +466,8 @@ FITS: dict[str, tuple[Any, list[bool]]] = {
     **{prof: ((lambda t=t: seed002_cases(t)), [True, True, True, True, True, False, True, True, True])
        for t, prof in SEED002_PROFILE.items()},
     # One GPU: no link, DP or FSDP constant is identifiable.
-    # gemm_efficiency is measured directly (PINNED), not fitted.
-    H200_PROFILE: (lambda: h200_cases("time", "fit"), [False, True, False, False, True, False, True, True, False]),
+    # gemm_efficiency is measured directly (PINNED), so the fit holds it.
+    H200_PROFILE: (lambda: h200_cases("time", "fit"), [True, True, False, False, True, False, True, True, False]),
 }
 
 #: Constants measured directly rather than fitted, held at their measurement by the fit. The H200's

@@ -41,7 +41,11 @@ fn get<'py, T: for<'a> FromPyObject<'a, 'py>>(d: &Bound<'py, PyDict>, key: &str)
 }
 
 fn enum_of<T: Copy>(d: &Bound<'_, PyDict>, key: &str, options: &[(&str, T)]) -> PyResult<T> {
-    let v: String = get(d, key)?;
+    choose(key, &get::<String>(d, key)?, options)
+}
+
+/// The option named `v` of `key`, or a one-line error listing the allowed names.
+fn choose<T: Copy>(key: &str, v: &str, options: &[(&str, T)]) -> PyResult<T> {
     options.iter().find(|(n, _)| *n == v).map(|(_, t)| *t).ok_or_else(|| {
         let allowed: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
         CoreError::new_err(("invalid_value", key.to_string(), format!("`{key}` must be one of {{{}}}, got {v}", allowed.join(", "))))
@@ -414,20 +418,21 @@ fn fit_profile<'py>(
     Ok((profile_dict(py, &r.profile)?, r.mape, r.max_error, r.loo_mape))
 }
 
+/// Each named size from 1 to 2^`max_log2`, or a one-line error naming the first that is not.
+fn sizes(named: &[(&str, u64)], max_log2: u32) -> PyResult<()> {
+    match named.iter().find(|(_, v)| *v == 0 || *v > 1 << max_log2) {
+        Some((name, v)) => Err(core_err(TopoError::new("invalid_value", *name, format!("`{name}` must be from 1 to 2^{max_log2}, got {v}")))),
+        None => Ok(()),
+    }
+}
+
 /// Seconds of one (batched) GEMM `[m, k] x [k, n]` at 100% of the tensor peak, with the tile, wave
 /// and alignment effects of the core's GEMM model (`formulas::gemm`); a profile's
 /// `gemm_efficiency` divides it. `cluster_d` as for `evaluate`.
 #[pyfunction]
 fn gemm_time(cluster_d: &Bound<'_, PyDict>, precision: &str, m: u64, n: u64, k: u64, batch: u64) -> PyResult<f64> {
-    let c = cluster(cluster_d)?;
-    let p = PRECISION.iter().find(|(name, _)| *name == precision).map(|(_, p)| *p).ok_or_else(|| {
-        core_err(TopoError::new("invalid_value", "precision", format!("`precision` must be one of fp32, fp16, bf16, fp8, got `{precision}`")))
-    })?;
-    for (name, v) in [("m", m), ("n", n), ("k", k), ("batch", batch)] {
-        if v == 0 || v > 1 << 40 {
-            return Err(core_err(TopoError::new("invalid_value", name, format!("`{name}` must be from 1 to 2^40, got {v}"))));
-        }
-    }
+    let (c, p) = (cluster(cluster_d)?, choose("precision", precision, &PRECISION)?);
+    sizes(&[("m", m), ("n", n), ("k", k), ("batch", batch)], 40)?;
     Ok(toposcan_core::formulas::gemm::Gemm::new(m, n, k, batch).time(&c.gpu, p))
 }
 
@@ -436,15 +441,8 @@ fn gemm_time(cluster_d: &Bound<'_, PyDict>, precision: &str, m: u64, n: u64, k: 
 /// `s_q` queries over `s_k` keys; a profile's `attention_efficiency` divides it.
 #[pyfunction]
 fn attention_time(cluster_d: &Bound<'_, PyDict>, precision: &str, s_q: u64, s_k: u64, head_dim: u64, batch_heads: u64) -> PyResult<f64> {
-    let c = cluster(cluster_d)?;
-    let p = PRECISION.iter().find(|(name, _)| *name == precision).map(|(_, p)| *p).ok_or_else(|| {
-        core_err(TopoError::new("invalid_value", "precision", format!("`precision` must be one of fp32, fp16, bf16, fp8, got `{precision}`")))
-    })?;
-    for (name, v) in [("s_q", s_q), ("s_k", s_k), ("head_dim", head_dim), ("batch_heads", batch_heads)] {
-        if v == 0 || v > 1 << 32 {
-            return Err(core_err(TopoError::new("invalid_value", name, format!("`{name}` must be from 1 to 2^32, got {v}"))));
-        }
-    }
+    let (c, p) = (cluster(cluster_d)?, choose("precision", precision, &PRECISION)?);
+    sizes(&[("s_q", s_q), ("s_k", s_k), ("head_dim", head_dim), ("batch_heads", batch_heads)], 32)?;
     Ok(toposcan_core::formulas::gemm::flash_attention_fwd(&c.gpu, p, s_q, s_k, head_dim, batch_heads))
 }
 
