@@ -23,6 +23,8 @@ Tables (``table`` column of :func:`validate`):
 * ``h200-energy`` - J/token of nine of those configurations, from NVML's energy counter.
 * ``h200-gemm`` - the same machine's GEMM throughput by shape against the GEMM model
   (``gemm_efficiency`` of ``pytorch-h200`` times the tile/wave/alignment efficiency).
+* ``narayanan2021`` - step time of Megatron-LM's weak-scaling table (1.7B to 1T parameters on up
+  to 3072 A100s, ``data/published/narayanan2021.csv``).
 """
 
 from __future__ import annotations
@@ -177,6 +179,36 @@ def seed002_cases(table: str | None = None) -> list[Case]:
                         float(r["throughput_tps_per_gpu"]), "tok/s/GPU",
                         {"mfu": float(r["mfu"]), "hfu": float(r["hfu"]), "tps": float(r["throughput_tps"]),
                          "params": int(r["num_params"])}))
+    return out
+
+
+#: Megatron-LM's published weak-scaling table (Narayanan et al., "Efficient Large-Scale Language
+#: Model Training on GPU Clusters Using Megatron-LM", SC'21, arXiv 2104.04473, Table 1).
+NARAYANAN_PROFILE = "megatron-deepspeed-a100"
+
+
+def narayanan2021_cases() -> list[Case]:
+    """Rows of ``data/published/narayanan2021.csv`` as step-time cases.
+
+    The paper reports teraFLOP/s per GPU from its Eq. 3, ``F = 96 B s l h^2 (1 + s/(6h) + V/(16 l h))``
+    with V = 51,200 and s = 2048 (full recomputation counted); the step time is ``F / (GPUs x X)``,
+    exact up to the table's three-digit rounding (0.4%). Micro-batch size and interleaving come from
+    the paper's own scripts (Megatron-LM ``examples/sc21/run_table_1.sh``); fp16, full activation
+    recomputation, no ZeRO, GPT-2's 50,257-token vocabulary padded by Megatron. Selene's nodes (DGX
+    A100 80GB, eight 200 Gb/s HDR links) are the catalog's ``a100-80`` node as it stands."""
+    out = []
+    for r in load("narayanan2021", "published"):
+        h, layers, gbs, gpus = int(r["hidden"]), int(r["layers"]), int(r["gbs"]), int(r["gpus"])
+        s, v = 2048, 51200
+        flops = 96 * gbs * s * layers * h * h * (1 + s / (6 * h) + v / (16 * layers * h))
+        step = flops / (gpus * float(r["tflops_per_gpu"]) * 1e12)
+        tp, pp, mbs, vpp = int(r["tp"]), int(r["pp"]), int(r["mbs"]), int(r["vpp"])
+        kw = dict(layers=layers, hidden=h, heads=int(r["heads"]), vocab=50257, seq_len=s, gpu="a100-80",
+                  nodes=gpus // 8, gpus_per_node=8, dp=gpus // (tp * pp), tp=tp, pp=pp, vpp=vpp, mbs=mbs, gbs=gbs,
+                  zero_stage=0, recompute="full", precision="fp16", flash_attention=False, profile=NARAYANAN_PROFILE)
+        label = f"{r['params_b']}B h{h} l{layers} tp{tp} pp{pp} v{vpp} dp{gpus // (tp * pp)} mbs{mbs}"
+        out.append(Case("narayanan2021", r["table"], int(r["row"]), label, kw, step, "s",
+                        {"tflops": float(r["tflops_per_gpu"])}))
     return out
 
 
@@ -379,6 +411,9 @@ def summarize(df: pl.DataFrame) -> pl.DataFrame:
 #: Our own measurements (data/measured/).
 MEASURED_TABLES = ("h200-steps", "h200-mem", "h200-gemm", "h200-energy")
 
+#: Published tables beyond the seeds.
+PUBLISHED_TABLES = ("narayanan2021",)
+
 #: The exact-accounting tables (FLOPs, MFU/HFU, parameters, energy) that ``accounting`` groups.
 ACCOUNTING_TABLES = ("seed001-tflops", "seed002-mfu", "seed002-hfu", "seed002-params", "seed004-tflops",
                      "seed003-energy")
@@ -392,7 +427,7 @@ def validate(table: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """
     parts: list[dict[str, Any]] = []
     time_tables = ("seed001", "seed001-all", "seed001-mem", "seed002") + tuple(f"seed002-{t}" for t in SEED002_PROFILE)
-    known = time_tables + ("accounting",) + ACCOUNTING_TABLES + MEASURED_TABLES
+    known = time_tables + ("accounting",) + ACCOUNTING_TABLES + MEASURED_TABLES + PUBLISHED_TABLES
     if table is not None and table not in known:
         raise InputError(f"unknown table `{table}`; one of: {', '.join(known)}", code="invalid_value")
     if table in (None, "seed001"):
@@ -404,6 +439,8 @@ def validate(table: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     if table is None or table in time_tables[3:]:
         t = None if table in (None, "seed002") else table.removeprefix("seed002-")
         parts += predict_time(seed002_cases(t))
+    if table in (None, "narayanan2021"):
+        parts += predict_time(narayanan2021_cases())
     if table in (None, "h200-steps"):
         parts += predict_time(h200_cases("time"))
     if table in (None, "h200-mem"):
