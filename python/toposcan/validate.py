@@ -21,10 +21,14 @@ Tables (``table`` column of :func:`validate`):
   ``fit`` is what the profile was fitted to, the other groups were predicted before they were
   measured (``data/measured/README.md`` says what changed since).
 * ``h200-energy`` - J/token of nine of those configurations, from NVML's energy counter.
+* ``h100-steps`` / ``h100-mem`` - the same configurations on an H100 80GB (same PyTorch), all
+  predicted before the run by ``pytorch-h200`` unchanged (``h100_predictions.csv``).
 * ``h200-gemm`` - the same machine's GEMM throughput by shape against the GEMM model
   (``gemm_efficiency`` of ``pytorch-h200`` times the tile/wave/alignment efficiency).
 * ``narayanan2021`` - step time of Megatron-LM's weak-scaling table (1.7B to 1T parameters on up
-  to 3072 A100s, ``data/published/narayanan2021.csv``).
+  to 3072 A100s, ``data/published/narayanan2021.csv``), profile ``megatron-lm-a100``.
+* ``seed001-transfer`` / ``narayanan2021-transfer`` - each of those two tables predicted by the other
+  stack's profile (how far a fitted profile carries).
 """
 
 from __future__ import annotations
@@ -184,7 +188,7 @@ def seed002_cases(table: str | None = None) -> list[Case]:
 
 #: Megatron-LM's published weak-scaling table (Narayanan et al., "Efficient Large-Scale Language
 #: Model Training on GPU Clusters Using Megatron-LM", SC'21, arXiv 2104.04473, Table 1).
-NARAYANAN_PROFILE = "megatron-deepspeed-a100"
+NARAYANAN_PROFILE = "megatron-lm-a100"
 
 
 def narayanan2021_cases() -> list[Case]:
@@ -230,20 +234,23 @@ def h200_config(r: dict[str, str]) -> dict[str, Any]:
                 profile=H200_PROFILE, **arch)
 
 
-def h200_cases(which: str = "time", group: str | None = None) -> list[Case]:
-    """Our H200 rows as cases: ``time`` (median step time, rows that trained) or ``memory``
+def h200_cases(which: str = "time", group: str | None = None, gpu: str = "h200") -> list[Case]:
+    """Our single-GPU rows as cases: ``time`` (median step time, rows that trained) or ``memory``
     (device memory in use, GiB, and the OOM rows); ``group`` picks the set (``fit``, or one measured
-    after its predictions were committed: ``heldout``, ``llama``, ``llama2``, ``mixed``, ``mixed2``)."""
+    after its predictions were committed: ``heldout``, ``llama``, ``llama2``, ``mixed``, ``mixed2``).
+    ``gpu`` ``h100-80`` reads the same configurations run on an H100 (``h100_steps.csv``), all of
+    them predicted before the run by ``pytorch-h200`` unchanged."""
     out = []
-    for i, r in enumerate(load("h200_steps", "measured"), start=2):
+    prefix = "h200" if gpu == "h200" else "h100"
+    for i, r in enumerate(load(f"{prefix}_steps", "measured"), start=2):
         if group and r["set"] != group:
             continue
         oom = r["oom"] == "1"
         if which == "time" and oom:
             continue
-        kw = h200_config(r)
+        kw = {**h200_config(r), "gpu": gpu}
         meas = math.nan if oom else float(r["step_time_s"] if which == "time" else r["device_used_gib"])
-        out.append(Case("h200-steps" if which == "time" else "h200-mem", r["set"], i, r["name"], kw, meas,
+        out.append(Case(f"{prefix}-steps" if which == "time" else f"{prefix}-mem", r["set"], i, r["name"], kw, meas,
                         "s" if which == "time" else "GiB", {"oom": oom}))
     return out
 
@@ -409,10 +416,20 @@ def summarize(df: pl.DataFrame) -> pl.DataFrame:
 
 
 #: Our own measurements (data/measured/).
-MEASURED_TABLES = ("h200-steps", "h200-mem", "h200-gemm", "h200-energy")
+MEASURED_TABLES = ("h200-steps", "h200-mem", "h200-gemm", "h200-energy", "h100-steps", "h100-mem")
 
-#: Published tables beyond the seeds.
+#: Published tables beyond the seeds, and the cross-stack transfer tables: each Megatron A100 profile
+#: predicting the other's rows (BigScience's Megatron-DeepSpeed on Jean Zay against NVIDIA's
+#: Megatron-LM on Selene), which says how far a profile fitted on one stack carries to another.
 PUBLISHED_TABLES = ("narayanan2021",)
+TRANSFER_TABLES = {"seed001-transfer": NARAYANAN_PROFILE, "narayanan2021-transfer": "megatron-deepspeed-a100"}
+
+
+def transfer_cases(table: str) -> list[Case]:
+    """The rows of ``seed001`` (or ``narayanan2021``) under the other stack's profile."""
+    cases = seed001_cases("target") if table == "seed001-transfer" else narayanan2021_cases()
+    return [Case(table, f"by {TRANSFER_TABLES[table]}", c.line, c.label, {**c.kwargs, "profile": TRANSFER_TABLES[table]},
+                 c.measured, c.unit, c.extra) for c in cases]
 
 #: The exact-accounting tables (FLOPs, MFU/HFU, parameters, energy) that ``accounting`` groups.
 ACCOUNTING_TABLES = ("seed001-tflops", "seed002-mfu", "seed002-hfu", "seed002-params", "seed004-tflops",
@@ -427,7 +444,8 @@ def validate(table: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """
     parts: list[dict[str, Any]] = []
     time_tables = ("seed001", "seed001-all", "seed001-mem", "seed002") + tuple(f"seed002-{t}" for t in SEED002_PROFILE)
-    known = time_tables + ("accounting",) + ACCOUNTING_TABLES + MEASURED_TABLES + PUBLISHED_TABLES
+    known = (time_tables + ("accounting",) + ACCOUNTING_TABLES + MEASURED_TABLES + PUBLISHED_TABLES
+             + tuple(TRANSFER_TABLES))
     if table is not None and table not in known:
         raise InputError(f"unknown table `{table}`; one of: {', '.join(known)}", code="invalid_value")
     if table in (None, "seed001"):
@@ -441,12 +459,19 @@ def validate(table: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
         parts += predict_time(seed002_cases(t))
     if table in (None, "narayanan2021"):
         parts += predict_time(narayanan2021_cases())
+    for name in TRANSFER_TABLES:
+        if table in (None, name):
+            parts += predict_time(transfer_cases(name))
     if table in (None, "h200-steps"):
         parts += predict_time(h200_cases("time"))
     if table in (None, "h200-mem"):
         parts += predict_memory(h200_cases("memory"))
     if table in (None, "h200-gemm"):
         parts += h200_gemm_rows()
+    if table in (None, "h100-steps"):
+        parts += predict_time(h200_cases("time", gpu="h100-80"))
+    if table in (None, "h100-mem"):
+        parts += predict_memory(h200_cases("memory", gpu="h100-80"))
     if table in (None, "h200-energy"):
         parts += predict_time(h200_energy_cases())
     if table is None or table == "accounting" or table in ACCOUNTING_TABLES:
@@ -502,6 +527,8 @@ FITS: dict[str, tuple[Any, list[bool]]] = {
     "megatron-deepspeed-a100": (lambda: seed001_cases("target"), [True, True, True, True, True, True, False, True, False]),
     **{prof: ((lambda t=t: seed002_cases(t)), [True, True, True, True, True, False, True, True, True])
        for t, prof in SEED002_PROFILE.items()},
+    # Ten rows, 1.7B-1T: the link constants are held at their nccl-tests level (PINNED).
+    NARAYANAN_PROFILE: (narayanan2021_cases, [True, True, True, True, True, True, False, True, False]),
     # One GPU: no link, DP or FSDP constant is identifiable.
     # gemm_efficiency is measured directly (PINNED), so the fit holds it.
     H200_PROFILE: (lambda: h200_cases("time", "fit"), [True, True, False, False, True, False, True, True, False]),
@@ -510,7 +537,15 @@ FITS: dict[str, tuple[Any, list[bool]]] = {
 #: Constants measured directly rather than fitted, held at their measurement by the fit. The H200's
 #: GEMM level was chosen this way on data neither variant had seen: on the `mixed` set, predicted by
 #: both before it was measured, the pinned variant's step-time MAPE was 1.6% against 3.8% fitted.
-PINNED: dict[str, Callable[[], dict[str, float]]] = {H200_PROFILE: lambda: {"gemm_efficiency": h200_gemm_level()}}
+#: Megatron-LM's table cannot tell link speed from overlap and overheads (a fit with every constant
+#: free hit its bounds: intra-node links at 100% of NVLink, inter-node at 15% of the HCAs, LOO 2.8%),
+#: so its links are held at what nccl-tests measure on such machines: all-reduce bus bandwidth of
+#: eight A100s over NVSwitch ~200-210 GB/s of 300 (NVIDIA/nccl-tests issues #149, #178), 0.70; four
+#: HDR HCAs per eight A100s 84.8 GB/s average of 100 (nccl-tests #119), 0.85. LOO 2.5% with them.
+PINNED: dict[str, Callable[[], dict[str, float]]] = {
+    H200_PROFILE: lambda: {"gemm_efficiency": h200_gemm_level()},
+    NARAYANAN_PROFILE: lambda: {"intra_link_efficiency": 0.70, "inter_link_efficiency": 0.85},
+}
 
 
 def refit() -> dict[str, dict[str, Any]]:
