@@ -7,6 +7,7 @@ Run on a machine with PyTorch and a CUDA GPU:
     python benches/device/measure.py --out DIR --set heldout         # also `llama`, `llama2`
     python benches/device/measure.py --out DIR --set llama --gemm-calls 10   # GEMMs timed over 10 calls
     python benches/device/measure.py --out DIR --set energy          # J/token from NVML: steps.csv, power.json
+    python benches/device/measure.py --out DIR --set membw           # HBM bandwidth of elementwise kernels
     python benches/device/measure.py --out DIR --smoke               # tiny configs on the CPU, to check the script
 
 What each run measured, and how it compares with toposcan's predictions (some committed before the
@@ -200,6 +201,40 @@ def measure_kernels(out: str, device: torch.device) -> None:
             w.writerow([b, nh, s, d, f"{fwd:.6e}", f"{both:.6e}"])
             del q, k, v, g
     print(open(os.path.join(out, "lm_head.csv")).read() + open(os.path.join(out, "attention.csv")).read(), flush=True)
+
+
+# Memory-bound kernels: achieved HBM bandwidth of the elementwise work a training step runs (copy,
+# residual add, GELU, dropout with its mask, LayerNorm, an fp32 axpy as in the optimizer step), by tensor size.
+MEMBW_SIZES = [1 << 20, 1 << 22, 1 << 24, 1 << 26, 1 << 28]
+
+
+def measure_membw(out: str, device: torch.device, sizes: list[int]) -> None:
+    """Bytes each op must move over its time: ``membw.csv`` (op, elements, bytes, time_s, gbs)."""
+    with open(os.path.join(out, "membw.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["op", "elements", "bytes", "time_s", "gbs"])
+        for n in sizes:
+            x = torch.randn(n, device=device, dtype=torch.bfloat16)
+            y = torch.randn(n, device=device, dtype=torch.bfloat16)
+            z = torch.empty_like(x)
+            x2 = x.view(-1, 2048) if n >= 2048 else x.view(1, -1)
+            ln = nn.LayerNorm(x2.shape[-1], device=device, dtype=torch.bfloat16)
+            p32, g32 = (torch.randn(max(1, n // 4), device=device) for _ in range(2))
+            ops = [  # (name, fn, bytes moved)
+                ("copy", lambda: z.copy_(x), 4 * n),
+                ("add", lambda: torch.add(x, y, out=z), 6 * n),
+                ("gelu", lambda: F.gelu(x, approximate="tanh"), 4 * n),
+                ("dropout", lambda: F.dropout(x, 0.1, training=True), 5 * n),
+                ("layernorm", lambda: ln(x2), 4 * n),
+                # p += lr * g in fp32 (two reads, one write) on a quarter of the elements
+                ("fp32_axpy", lambda: p32.add_(g32, alpha=1e-3), 4 * 3 * (n // 4)),
+            ]
+            with torch.no_grad():
+                for name, fn, nbytes in ops:
+                    t = time_calls(fn, reps=10, calls=10) if device.type == "cuda" else 1.0
+                    w.writerow([name, n, nbytes, f"{t:.6e}", f"{nbytes / t / 1e9:.1f}"])
+            del x, y, z, x2, ln, p32, g32
+    print(open(os.path.join(out, "membw.csv")).read(), flush=True)
 
 
 # Energy: configurations of the sets above, from low to high GEMM share, each run for ENERGY_S
@@ -482,7 +517,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true", help="two tiny configs on the CPU")
-    ap.add_argument("--set", choices=("fit", "heldout", "llama", "llama2", "mixed", "mixed2", "kernels", "energy"),
+    ap.add_argument("--set", choices=("fit", "heldout", "llama", "llama2", "mixed", "mixed2", "kernels", "energy",
+                                      "membw"),
                     default="fit",
                     help="which configurations")
     ap.add_argument("--gemm-calls", type=int, default=1,
@@ -512,6 +548,9 @@ def main() -> None:
 
     if args.set == "kernels":
         measure_kernels(args.out, device)
+        return
+    if args.set == "membw":
+        measure_membw(args.out, device, [1 << 12] if args.smoke else MEMBW_SIZES)
         return
     if device.type == "cuda" and args.set not in ("energy", "mixed2"):
         t0 = time.time()
