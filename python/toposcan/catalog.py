@@ -135,6 +135,7 @@ def gpus() -> pl.DataFrame:
             "full_name": g["name"],
             "memory_gib": float(g["memory_gib"]),
             "memory_bw_gbs": float(g["memory_bw_gbs"]),
+            "elementwise_gbs": float(g.get("elementwise_gbs", g["memory_bw_gbs"])),
             "sms": int(g["sms"]),
             "fp32_tflops": float(peak.get("fp32", 0.0)),
             "tf32_tflops": float(peak.get("tf32", 0.0)),

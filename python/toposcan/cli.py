@@ -252,7 +252,7 @@ def evaluate_cmd(
 def gpus_cmd(fmt: Annotated[str, Opt("--format", "-f", help="table, csv, json or markdown.")] = "table") -> None:
     """List the GPU catalog with sources."""
     df = toposcan.gpus()
-    cols = ["name", "memory_gib", "sms", "bf16_tflops", "fp8_tflops", "memory_bw_gbs", "intra_node_gbs",
+    cols = ["name", "memory_gib", "sms", "bf16_tflops", "fp8_tflops", "memory_bw_gbs", "elementwise_gbs", "intra_node_gbs",
             "inter_node_gbs", "gpus_per_node", "board_power_w"]
     render.write(df, fmt, None, columns=cols if fmt in ("table", "markdown") else None)
 

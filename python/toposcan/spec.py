@@ -163,6 +163,7 @@ def cluster_dict(gpu: str, nodes: Any, gpus_per_node: Any, intra_node_gbs: Any =
         "vector_fp32": float(peak.get("fp32", 0.0)) * 1e12,
         "memory_bytes": float(g["memory_gib"]) * GIB,
         "memory_bw": float(g["memory_bw_gbs"]) * 1e9,
+        "elementwise_bw": float(g.get("elementwise_gbs", g["memory_bw_gbs"])) * 1e9,
         "sms": int(g["sms"]),
         "intra_node_bw": (float(g["intra_node_gbs"]) if intra_node_gbs is None
                           else positive_float("intra_node_gbs", intra_node_gbs, minimum=0.01, maximum=1e5)) * 1e9,

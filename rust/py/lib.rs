@@ -104,6 +104,7 @@ fn cluster(d: &Bound<'_, PyDict>) -> PyResult<Cluster> {
             vector_fp32: get(d, "vector_fp32")?,
             memory_bytes: get(d, "memory_bytes")?,
             memory_bw: get(d, "memory_bw")?,
+            elementwise_bw: get(d, "elementwise_bw")?,
             sms: get(d, "sms")?,
             intra_node_bw: get(d, "intra_node_bw")?,
             inter_node_bw: get(d, "inter_node_bw")?,

@@ -164,14 +164,13 @@ pub struct LayerBase {
     softmax_mem: f64,
     dense_mlp: (f64, f64),
     moe_mlp: (f64, f64),
-    /// Elements moved by norms, residuals and dropouts (divided by tp under sequence parallelism).
-    sp_elems: f64,
-    /// Elements moved by rotary embeddings (and eager K/V repetition), and by the dense and MoE
-    /// MLP activations.
-    qk_elems: f64,
-    dense_elems: f64,
-    moe_elems: f64,
-    seconds_per_elem: f64,
+    /// Seconds at peak of the memory-bound kernels of a layer's forward: norms, residuals and
+    /// dropouts (divided by tp under sequence parallelism); rotary embeddings (and eager K/V
+    /// repetition); the dense and the MoE MLP's activations.
+    sp_mem: f64,
+    qk_mem: f64,
+    dense_mem: f64,
+    moe_mem: f64,
     tp: f64,
     tp_fwd: f64,
     cp_fwd: f64,
@@ -240,7 +239,7 @@ impl LayerBase {
         // unfused PyTorch runs scale, mask, softmax and dropout as separate passes.
         let score_elems = batch_heads as f64 * seq as f64 * s_k as f64;
         let softmax_passes = if s.flash_attention { 0.0 } else if fused { 3.0 } else { 8.0 };
-        let softmax_mem = softmax_passes * score_elems * bytes / gpu.memory_bw;
+        let softmax_mem = softmax_passes * score_elems * bytes / gpu.elementwise_bw;
 
         // MLP GEMMs: dense, and MoE (routed experts batched per local expert, plus shared).
         let up_mult = if m.activation == Activation::Swiglu { 2 } else { 1 };
@@ -278,20 +277,27 @@ impl LayerBase {
 
         // Memory-bound kernels per layer forward (elements moved): two norms (read+write), two
         // residual adds (2 reads, 1 write), two dropouts (read, write, mask), bias+activation on
-        // the MLP, rotary embedding on Q and K. Backward moves about twice as much.
+        // the MLP, rotary embedding on Q and K. Backward moves about twice as much. Plain reads and
+        // writes (adds, multiplies, copies) stream at the HBM's rate; norms, dropouts (random
+        // numbers), activations (transcendentals) and softmax reach only `elementwise_bw` where the
+        // SMs bind first (measured: `Gpu::elementwise_bw`).
+        let (stream_s, sm_s) = (bytes / gpu.memory_bw, bytes / gpu.elementwise_bw);
         let th = tokens as f64 * h as f64;
         // Unfused (eager) code makes more passes (see `Strategy::fused_kernels`): SwiGLU reads gate
         // and up and writes silu(gate), then reads both and writes the product (5 widths, not 3);
         // rotate-half rotary embedding runs four multiplies, an add, a subtract and a concatenation
         // over Q and K (about 9 passes, not a read and a write); repeat_kv reads K and V and writes
-        // them at the query heads' width.
+        // them at the query heads' width. The extra passes are plain streams.
         let eager = !s.fused_kernels;
-        let act_passes = up_mult + 1 + if eager && m.activation == Activation::Swiglu { 2 } else { 0 };
-        let mlp_width = |width: u64| (tokens as u128 * act_passes as u128 * width as u128 / t as u128) as f64;
+        let extra_passes = if eager && m.activation == Activation::Swiglu { 2 } else { 0 };
+        let mlp_mem = |width: u64| {
+            let elems = |passes: u64| (tokens as u128 * passes as u128 * width as u128 / t as u128) as f64;
+            elems(up_mult + 1) * sm_s + elems(extra_passes) * stream_s
+        };
         let rope_passes = if eager { 9.0 } else { 2.0 };
         let rope = if m.position == Position::Rope { rope_passes * (tokens as u128 * (q + kv) as u128 / t as u128) as f64 } else { 0.0 };
         let repeat_kv = if eager && kv < q { 2.0 * (tokens as u128 * (q + kv) as u128 / t as u128) as f64 } else { 0.0 };
-        let qk_elems = rope + repeat_kv;
+        let qk_mem = (rope + repeat_kv) * stream_s;
         let moe_width = (m.topk as u64 + m.shared_experts as u64) * m.moe_ffn_hidden as u64;
 
         // Tensor-parallel traffic: two all-reduces per layer forward (or two all-gathers and two
@@ -313,13 +319,13 @@ impl LayerBase {
         // Embedding lookup and its gradient scatter; LM head GEMMs and the fp32 cross entropy
         // (about 16 bytes per logit: read 16-bit logits, write and read fp32 copies, gradient).
         let vp = params::padded_vocab(m.vocab, s.tp, s.vocab_multiple);
-        let embedding = Work { gemm: 0.0, attn: 0.0, mem: 4.0 * th * bytes / gpu.memory_bw, comm: comm::all_reduce(th * bytes, t, bw, alpha) };
+        let embedding = Work { gemm: 0.0, attn: 0.0, mem: 4.0 * th * stream_s, comm: comm::all_reduce(th * bytes, t, bw, alpha) };
         let head_gemm = Gemm::new(tokens, vp / t, h, 1);
         let logits = (tokens as u128 * vp as u128 / t as u128) as f64;
         let head = Work {
             gemm: head_gemm.time(gpu, p) + gemm_bwd(head_gemm, gpu, p),
             attn: 0.0,
-            mem: 16.0 * logits / gpu.memory_bw + 6.0 * th * bytes / gpu.memory_bw,
+            mem: 16.0 * logits / gpu.elementwise_bw + 6.0 * th * stream_s,
             comm: comm::all_reduce(th * bytes, t, bw, alpha),
         };
         LayerBase {
@@ -330,13 +336,11 @@ impl LayerBase {
             softmax_mem,
             dense_mlp: (fwd(&dense_mlp), bwd(&dense_mlp)),
             moe_mlp: if m.is_moe() { (fwd(&moe_mlp), bwd(&moe_mlp)) } else { (0.0, 0.0) },
-            // Memory-bound kernels per layer forward (elements moved): two norms (read+write), two
-            // residual adds (2 reads, 1 write), two dropouts (read, write, mask): 15 x tokens x h.
-            sp_elems: 15.0 * th,
-            qk_elems,
-            dense_elems: mlp_width(f),
-            moe_elems: mlp_width(moe_width) + 2.0 * th * m.topk.max(1) as f64,
-            seconds_per_elem: bytes / gpu.memory_bw,
+            // Norms (4 x tokens x h) and dropouts (5) at the SMs' rate, residual adds (6) streamed.
+            sp_mem: 9.0 * th * sm_s + 6.0 * th * stream_s,
+            qk_mem,
+            dense_mem: mlp_mem(f),
+            moe_mem: mlp_mem(moe_width) + 2.0 * th * m.topk.max(1) as f64 * stream_s,
             tp: t as f64,
             tp_fwd,
             cp_fwd,
@@ -356,9 +360,9 @@ impl LayerBase {
     /// `params` are the whole model's (total, active) parameters, carried for the FLOP counts.
     pub fn cost(&self, sequence_parallel: bool, recompute: Recompute, params: (f64, f64)) -> LayerCost {
         let sp_div = if sequence_parallel { self.tp } else { 1.0 };
-        let common = self.sp_elems / sp_div + self.qk_elems;
-        let layer = |mlp: (f64, f64), elems: f64, extra_comm: f64| {
-            let mem = elems * self.seconds_per_elem + self.softmax_mem;
+        let common = self.sp_mem / sp_div + self.qk_mem;
+        let layer = |mlp: (f64, f64), mem: f64, extra_comm: f64| {
+            let mem = mem + self.softmax_mem;
             let f_work = Work { gemm: self.proj_fwd + mlp.0, attn: self.core_fwd, mem, comm: self.tp_fwd + self.cp_fwd + extra_comm };
             let b_work = Work { gemm: self.proj_bwd + mlp.1, attn: self.core_bwd, mem: 2.0 * mem, comm: self.tp_fwd + 2.0 * self.cp_fwd + extra_comm };
             let re = match recompute {
@@ -368,8 +372,8 @@ impl LayerBase {
             };
             (f_work.add(b_work).add(re), re)
         };
-        let (dense, dense_recompute) = layer(self.dense_mlp, common + self.dense_elems, 0.0);
-        let (moe, moe_recompute) = if self.is_moe { layer(self.moe_mlp, common + self.moe_elems, self.ep_fwd) } else { (dense, dense_recompute) };
+        let (dense, dense_recompute) = layer(self.dense_mlp, common + self.dense_mem, 0.0);
+        let (moe, moe_recompute) = if self.is_moe { layer(self.moe_mlp, common + self.moe_mem, self.ep_fwd) } else { (dense, dense_recompute) };
         LayerCost {
             dense,
             moe,

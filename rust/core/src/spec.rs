@@ -137,7 +137,12 @@ pub struct Gpu {
     /// Non-tensor (SIMT) FP32 rate, FLOP/s: what a GEMM that cannot use tensor cores runs at.
     pub vector_fp32: f64,
     pub memory_bytes: f64,
+    /// HBM peak, B/s: what streaming kernels (GEMM operands, the optimizer step) are bounded by.
     pub memory_bw: f64,
+    /// B/s the normalization, dropout, activation and softmax kernels of a layer reach together,
+    /// where measured: on a fast HBM the SMs bind before the bandwidth (H200: 2.95 of 4.8 TB/s, while
+    /// a plain copy reaches 4.0; H100: 2.54 of 3.35). The HBM peak where not measured.
+    pub elementwise_bw: f64,
     pub sms: u32,
     pub intra_node_bw: f64,
     pub inter_node_bw: f64,
@@ -161,6 +166,7 @@ impl Gpu {
             ("vector_fp32", self.vector_fp32),
             ("memory_bytes", self.memory_bytes),
             ("memory_bw", self.memory_bw),
+            ("elementwise_bw", self.elementwise_bw),
             ("intra_node_bw", self.intra_node_bw),
             ("inter_node_bw", self.inter_node_bw),
             ("board_power_w", self.board_power_w),
@@ -404,6 +410,7 @@ pub mod examples {
             vector_fp32: 19.5e12,
             memory_bytes: 80.0 * 1024f64.powi(3),
             memory_bw: 2039e9,
+            elementwise_bw: 2039e9,
             sms: 108,
             intra_node_bw: 300e9,
             inter_node_bw: 25e9,
@@ -423,6 +430,7 @@ pub mod examples {
             vector_fp32: 67e12,
             memory_bytes: 141.0 * 1024f64.powi(3),
             memory_bw: 4800e9,
+            elementwise_bw: 2953e9,
             sms: 132,
             intra_node_bw: 450e9,
             inter_node_bw: 50e9,
