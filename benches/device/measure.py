@@ -594,14 +594,15 @@ def main() -> None:
             break
         row = run_config(cfg, device, 1 if args.smoke else args.warmup, 2 if args.smoke else args.steps, meter)
         rows.append(row)
-        fields = list(row)
+        # every key any row has (an OOM row has no energy columns), in first-seen order
+        fields = list(dict.fromkeys(k for r in rows for k in r))
         print(f"{row['name']:>22} params {row['params'] / 1e9:6.3f}B step {row['step_time_s']:.4f} s "
               f"(min {row['step_time_min_s']:.4f} max {row['step_time_max_s']:.4f}) alloc "
               f"{row['peak_allocated_gib']:.2f} GiB used {row['device_used_gib']:.2f} GiB oom {row['oom']} "
               f"[{time.time() - t0:.1f} s]" + (f" {row['avg_power_w']:.0f} W, {row['joules_per_token']:.4f} J/token"
                                                   if "avg_power_w" in row else ""), flush=True)
         with open(os.path.join(args.out, "steps.csv"), "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields)
+            w = csv.DictWriter(f, fieldnames=fields, restval="")
             w.writeheader()
             w.writerows(rows)
 
