@@ -22,7 +22,8 @@ Tables (``table`` column of :func:`validate`):
   measured (``data/measured/README.md`` says what changed since).
 * ``h200-energy`` - J/token of nine of those configurations, from NVML's energy counter.
 * ``h100-steps`` / ``h100-mem`` - the same configurations on an H100 80GB (same PyTorch), all
-  predicted before the run by ``pytorch-h200`` unchanged (``h100_predictions.csv``).
+  predicted before the run by ``pytorch-h200`` unchanged (``h100_predictions.csv``); ``h100-energy``
+  its J/token, predicted before its run (``h100_energy_predictions.csv``).
 * ``h200-gemm`` - the same machine's GEMM throughput by shape against the GEMM model
   (``gemm_efficiency`` of ``pytorch-h200`` times the tile/wave/alignment efficiency).
 * ``narayanan2021`` - step time of Megatron-LM's weak-scaling table (1.7B to 1T parameters on up
@@ -255,11 +256,13 @@ def h200_cases(which: str = "time", group: str | None = None, gpu: str = "h200")
     return out
 
 
-def h200_energy_cases() -> list[Case]:
-    """Measured J/token on the H200 (NVML's energy counter over 8 s of steady steps)."""
-    return [Case("h200-energy", r["arch"], i, r["name"], h200_config(r), float(r["joules_per_token"]), "J/token",
-                 {"avg_power_w": float(r["avg_power_w"])})
-            for i, r in enumerate(load("h200_energy", "measured"), start=2)]
+def h200_energy_cases(gpu: str = "h200") -> list[Case]:
+    """Measured J/token on the H200 (or, ``gpu`` ``h100-80``, the H100; NVML's energy counter over 8 s
+    of steady steps)."""
+    prefix = "h200" if gpu == "h200" else "h100"
+    return [Case(f"{prefix}-energy", r["arch"], i, r["name"], {**h200_config(r), "gpu": gpu}, float(r["joules_per_token"]),
+                 "J/token", {"avg_power_w": float(r["avg_power_w"])})
+            for i, r in enumerate(load(f"{prefix}_energy", "measured"), start=2)]
 
 
 def h200_gemm_rows() -> list[dict[str, Any]]:
@@ -416,7 +419,7 @@ def summarize(df: pl.DataFrame) -> pl.DataFrame:
 
 
 #: Our own measurements (data/measured/).
-MEASURED_TABLES = ("h200-steps", "h200-mem", "h200-gemm", "h200-energy", "h100-steps", "h100-mem")
+MEASURED_TABLES = ("h200-steps", "h200-mem", "h200-gemm", "h200-energy", "h100-steps", "h100-mem", "h100-energy")
 
 #: Published tables beyond the seeds, and the cross-stack transfer tables: each Megatron A100 profile
 #: predicting the other's rows (BigScience's Megatron-DeepSpeed on Jean Zay against NVIDIA's
@@ -474,6 +477,8 @@ def validate(table: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
         parts += predict_memory(h200_cases("memory", gpu="h100-80"))
     if table in (None, "h200-energy"):
         parts += predict_time(h200_energy_cases())
+    if table in (None, "h100-energy"):
+        parts += predict_time(h200_energy_cases("h100-80"))
     if table is None or table == "accounting" or table in ACCOUNTING_TABLES:
         parts += [r for r in accounting_rows() if table in (None, "accounting", r["table"])]
     df = pl.DataFrame(parts, infer_schema_length=None)
