@@ -787,6 +787,24 @@ mod tests {
     }
 
     #[test]
+    fn norms_dropouts_and_activations_run_at_the_elementwise_rate() {
+        // H200 (benches/device --set membw): norms, dropouts and GELU reach 2.95 TB/s where a copy or
+        // an add streams near the 4.8 TB/s peak; residual adds keep the HBM rate.
+        let m = seed001(4096, 4, 32);
+        let s = Strategy { zero_stage: 0, recompute: Recompute::None, ..strategy(1, 1, 1, 1, 1) };
+        let h200 = Cluster { gpu: crate::spec::examples::h200(), nodes: 1, gpus_per_node: 1 };
+        let flat = Cluster { gpu: Gpu { elementwise_bw: h200.gpu.memory_bw, ..h200.gpu }, ..h200 };
+        let (a, b) = (LayerBase::new(&m, &flat, &s), LayerBase::new(&m, &h200, &s));
+        let (bw, ew) = (h200.gpu.memory_bw, h200.gpu.elementwise_bw);
+        // 15 x tokens x h bytes-per-element units: 9 (norms, dropouts) slow down, 6 (adds) do not.
+        assert!((b.sp_mem / a.sp_mem - (9.0 / ew + 6.0 / bw) / (15.0 / bw)).abs() < 1e-12);
+        // GELU's bias+activation passes are all elementwise: they scale by the full ratio.
+        assert!((b.dense_mem / a.dense_mem - bw / ew).abs() < 1e-12);
+        // GEMMs and flash attention do not move.
+        assert_eq!((a.proj_fwd, a.core_fwd), (b.proj_fwd, b.core_fwd));
+    }
+
+    #[test]
     fn eager_kernels_cost_llama_memory_and_time() {
         // Eager SwiGLU keeps silu(gate) (one more ffn-wide tensor per token) and repeat_kv saves K and
         // V at the query heads' width; both only where the framework does not fuse them.
