@@ -149,7 +149,25 @@ def test_megatron_profiles_do_not_carry_across_stacks(results):
     assert rows.filter(pl.col("table") == "seed001-transfer")["error_pct"].mean() < 0
 
 
-@pytest.mark.parametrize("name", ["megatron-deepspeed-a100", "megatron-lm-a100", v.H200_PROFILE])
+def test_llama3_405b_tensor_and_pipeline_parallel_plans_on_h100():
+    # Llama 3 405B (arXiv 2407.21783, Table 4; data/published/llama3_405b.csv): TP 8, PP 16 on 8,192
+    # and 16,384 H100s at 430 and 400 model TFLOP/s per GPU. The default H100 profile, with its
+    # intra-node link held at nccl-tests' level (validate.PINNED), lands within 20% for either
+    # interleaving 2 or 4 and within 5% for one of them (the paper does not say which it used). With
+    # the link fitted on FSDP-only runs (0.29) it was 18-43% too slow: a check made after looking.
+    for r in v.load("llama3_405b", "published")[:2]:
+        gpus, dp, per_dp, x = int(r["gpus"]), int(r["dp"]), int(r["batch_per_dp"]), float(r["tflops_per_gpu"])
+        errs = []
+        for vpp in (2, 4):
+            row = toposcan.evaluate("llama-3-405b", gpu="h100-80", nodes=gpus // 8, gpus_per_node=8, dp=dp, tp=8,
+                                    pp=16, vpp=vpp, mbs=1, gbs=per_dp * dp, seq_len=8192, zero_stage=2,
+                                    recompute="none", sequence_parallel=True)
+            tflops = row["flops_per_iter_model"][0] / row["step_time_s"][0] / gpus / 1e12
+            errs.append(abs(x / tflops - 1) * 100)
+        assert max(errs) <= 20.0 and min(errs) <= 5.0, (r["row"], errs)
+
+
+@pytest.mark.parametrize("name", ["megatron-deepspeed-a100", "megatron-lm-a100", "llm-foundry-h100", "llm-foundry-a100", v.H200_PROFILE])
 def test_stored_profiles_are_the_fit(name):
     # No hand tuning: refitting from the measured rows reproduces the stored constants and errors.
     from toposcan import catalog
