@@ -100,6 +100,24 @@ def test_foundry_files_get_the_foundry_profile_for_their_gpu(gpu, profile):
     assert r.config["profile"] == profile
 
 
+def test_megatron_scripts_get_their_stacks_profile_on_a100():
+    # BLOOM's script runs Megatron-DeepSpeed: the profile fitted to that stack (seeds/001); NVIDIA's
+    # own Megatron-LM example gets the A100's default, fitted to Megatron-LM's published runs.
+    bloom = toposcan.check(FIX + "bloom_tr11_176b_ml.slurm", gpu="a100-80", compare=False)
+    assert bloom.config["profile"] == "megatron-deepspeed-a100"
+    from toposcan import launch
+    from pathlib import Path
+    read = lambda name: Path(FIX + name).read_text(encoding="utf-8")  # noqa: E731
+    assert launch.parse_launch(read("bloom_tr11_176b_ml.slurm")).framework == "megatron-deepspeed"
+    assert launch.parse_launch(read("megatron_pretrain_gpt_distributed.sh")).framework == "megatron-lm"
+    r = toposcan.check(FIX + "megatron_pretrain_gpt_distributed.sh", gpu="a100-80", nodes=1, compare=False)
+    assert r.config["profile"] == "megatron-lm-a100"
+    # An explicit profile wins, and other GPUs keep their default.
+    assert toposcan.check(FIX + "bloom_tr11_176b_ml.slurm", gpu="a100-80", profile="megatron-lm-a100",
+                          compare=False).config["profile"] == "megatron-lm-a100"
+    assert toposcan.check(FIX + "bloom_tr11_176b_ml.slurm", gpu="h100-80", compare=False).config["profile"] == "llm-foundry-h100"
+
+
 def test_report_renders_in_a_notebook():
     # Jupyter shows _repr_markdown_: the verdict, one table row per check, the prediction
     r = toposcan.check(FIX + "bloom_tr11_176b_ml.slurm", gpu="a100-80", compare=False)

@@ -60,7 +60,9 @@ def test_same_output_whatever_the_thread_count():
 def test_stats_and_cancel():
     df, st = toposcan.enumerate(nodes=48, gpu="a100-80", hidden="12288:16384:128", layers="60:100",
                                 heads="32,64", top=5, with_stats=True)
-    assert st["candidates"] == 33 * 41 * 2 * 4 * 4 * 2 * 3 * len([p for p in range(1, 385) if 384 % p == 0 and p <= 100]) * 4
+    # hidden x layers x heads x tp x mbs x sp x recompute x pp x zero x vpp (1, 2, 4: the A100's default
+    # profile, Megatron-LM, interleaves)
+    assert st["candidates"] == 33 * 41 * 2 * 4 * 4 * 2 * 3 * len([p for p in range(1, 385) if 384 % p == 0 and p <= 100]) * 4 * 3
     assert st["scored"] + sum(st["pruned"].values()) == st["candidates"] and not st["partial"]
     calls = []
     df, st = toposcan.enumerate(nodes=48, gpu="a100-80", hidden="12288:16384:128", layers="60:100",

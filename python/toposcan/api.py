@@ -67,6 +67,12 @@ def _strategy(kw: dict[str, Any], gpus: int, prof_entry: dict[str, Any]) -> dict
     }
 
 
+def _default_vpp(prof_entry: dict[str, Any]) -> list[int]:
+    """Interleaving degrees to search when none are given: Megatron-LM's schedule interleaves
+    (``--num-layers-per-virtual-pipeline-stage``), the other frameworks' do not."""
+    return [1, 2, 4] if prof_entry.get("framework") == "megatron-lm" else [1]
+
+
 def _framework(prof_entry: dict[str, Any]) -> dict[str, Any]:
     """The profile's framework settings the core takes with each strategy (or space)."""
     return {"vocab_multiple": int(prof_entry["vocab_multiple"]), "fused_kernels": bool(prof_entry["fused_kernels"])}
@@ -234,7 +240,7 @@ def enumerate(
     tolerance: float | str = 0.05,
     tp: IntOrList | None = None,
     pp: IntOrList | None = None,
-    vpp: IntOrList = 1,
+    vpp: IntOrList | None = None,
     cp: IntOrList | None = None,
     ep: IntOrList | None = None,
     mbs: IntOrList = (1, 2, 4, 8),
@@ -267,9 +273,9 @@ def enumerate(
     of two up to a node, ``pp`` to every divisor of the GPU count that leaves one layer per stage,
     ``mbs``, ``gbs``, ``zero_stage``, ``recompute``, ``sequence_parallel``, ``vpp``, ``cp``, ``ep``).
     ``ep`` defaults to the powers of two dividing the expert count for an MoE model (else 1), ``cp``
-    to 1, 2, 4 and 8 for sequences of 16384 tokens or more (else 1); ``vpp`` to 1, as the shipped
-    profiles' frameworks (Megatron-DeepSpeed, llm-foundry) do not interleave (give ``vpp=[1, 2, 4]``
-    for Megatron-LM).
+    to 1, 2, 4 and 8 for sequences of 16384 tokens or more (else 1); ``vpp`` to 1, 2 and 4 where the
+    profile's framework interleaves pipeline stages (Megatron-LM), else 1 (Megatron-DeepSpeed,
+    llm-foundry, PyTorch).
     ``dp`` follows from the GPU count.
 
     Returns the feasible rows sorted by ``objective`` (fastest step first): all of them up to
@@ -347,7 +353,7 @@ def enumerate(
         "hidden": hidden_l, "layers": layers_l, "heads": heads_l, "params_range": params_range,
         "tp": tp_l, "cp": cp_l, "ep": ep_l,
         "mbs": spec.int_list("mbs", mbs, maximum=1 << 20), "sequence_parallel": sp_l, "recompute": rec_l,
-        "pp": pp_l, "vpp": spec.int_list("vpp", vpp, maximum=1 << 10),
+        "pp": pp_l, "vpp": spec.int_list("vpp", vpp if vpp is not None else _default_vpp(prof_entry), maximum=1 << 10),
         "gbs": spec.int_list("gbs", gbs if gbs is not None else spec.DEFAULT_GBS),
         "zero_stage": spec.int_list("zero_stage", zero_stage, minimum=0, maximum=3),
         "precision": spec.choice("precision", precision, spec.PRECISIONS), "flash_attention": flash,

@@ -100,7 +100,7 @@ def enumerate_cmd(
     tolerance: Annotated[str, Opt(help="Budget tolerance, e.g. 3% or 0.03.")] = "5%",
     tp: Annotated[StrOpt, Opt(help="Tensor-parallel degrees (default: powers of 2 up to a node).")] = None,
     pp: Annotated[StrOpt, Opt(help="Pipeline degrees (default: every divisor of the GPU count).")] = None,
-    vpp: Annotated[str, Opt(help="Virtual pipeline stages per rank.")] = "1",
+    vpp: Annotated[StrOpt, Opt(help="Virtual pipeline stages per rank (default 1,2,4 where the profile's framework interleaves, Megatron-LM; else 1).")] = None,
     cp: Annotated[StrOpt, Opt(help="Context-parallel degrees (default 1,2,4,8 for sequences of 16k tokens or more, else 1).")] = None,
     ep: Annotated[StrOpt, Opt(help="Expert-parallel degrees (default: powers of two up to 64 and the GPU count dividing an MoE model's experts).")] = None,
     mbs: Annotated[str, Opt(help="Micro batch sizes.")] = "1,2,4,8",

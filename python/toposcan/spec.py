@@ -18,7 +18,7 @@ from toposcan.errors import InputError
 #: Model used when none is given: BLOOM-176B, the model of seeds/001's 48-node A100 study.
 DEFAULT_MODEL = "bloom-176b"
 #: Profile used when none is given and the GPU has no ``default_for`` entry.
-DEFAULT_PROFILE = "megatron-deepspeed-a100"
+DEFAULT_PROFILE = "megatron-lm-a100"
 #: Global batch when none is given (seeds/001's 2048 samples).
 DEFAULT_GBS = 2048
 

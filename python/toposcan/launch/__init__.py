@@ -31,6 +31,7 @@ class LaunchConfig:
     cluster: dict                  # any of: nodes, gpus_per_node, gpu (only when the file states them)
     ignored: list[str] = field(default_factory=list)   # arguments/keys seen but not used, e.g. "--lr 6e-5"
     notes: list[str] = field(default_factory=list)     # what was inferred, e.g. "gbs from train_batch_size"
+    framework: str = ""                                # "megatron-lm" / "megatron-deepspeed" for Megatron scripts
 
 
 _MEGATRON_MARKERS = re.compile(
@@ -124,7 +125,8 @@ def detect_kind(text: str, filename: str | None = None) -> str:
 
 
 def _to_config(res: Result) -> LaunchConfig:
-    return LaunchConfig(kind=res.kind, spec=res.spec, cluster=res.cluster, ignored=res.ignored, notes=res.notes)
+    return LaunchConfig(kind=res.kind, spec=res.spec, cluster=res.cluster, ignored=res.ignored, notes=res.notes,
+                        framework=res.framework)
 
 
 def _parse(text: str, filename: str | None, base_dir: str | None) -> Result:

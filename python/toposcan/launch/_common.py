@@ -165,6 +165,7 @@ class Result:
     cluster: dict = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    framework: str = ""  # "megatron-lm" or "megatron-deepspeed" for Megatron scripts, else empty
 
     def note(self, text: str) -> None:
         if text not in self.notes:

@@ -394,6 +394,7 @@ def read_args(tokens: list[str], res: Result, *, ds_launcher: bool = False,
     ds_path = one("deepspeed-config")
     if ds_path is not None:
         _merge_deepspeed(ds_path, res, files or {}, base_dir)
+    res.framework = "megatron-deepspeed" if ds_flag else "megatron-lm"
     if ds_flag:
         spec["uneven_stages"] = True
         res.note("Megatron-DeepSpeed: pipeline stages may hold unequal numbers of layers")
