@@ -8,7 +8,8 @@
 //! # Time model
 //! Per micro batch and stage: `t = L * (G/e_gemm + M/e_mem + C_tp/e_link + o_layer) + extras`, with
 //! G the GEMM time at peak after tile/wave quantization ([`crate::formulas::gemm`]), M the
-//! memory-bound kernels at full HBM bandwidth, C_tp tensor/expert/context-parallel traffic at
+//! memory-bound kernels (plain streams at the HBM peak, norms, dropouts, activations and softmax at
+//! the GPU's measured elementwise rate, [`Gpu::elementwise_bw`]), C_tp tensor/expert/context-parallel traffic at
 //! full link bandwidth ([`crate::formulas::comm`]). Backward is the dgrad and wgrad GEMMs; recompute
 //! repeats the forward (full) or the attention core (selective). A pipeline of stages `t_i` with
 //! `m` micro batches takes `sum_i t_i + (m-1) max_i t_i` (1F1B/GPipe); interleaving divides the fill
