@@ -28,7 +28,7 @@ pub fn attention_per_seq(m: &Model) -> f64 {
 }
 
 /// Model FLOPs per iteration (the MFU numerator of seeds/002): `B * (6 N s + 3 * attn)`,
-/// N the parameters a token uses ([`params::active`]; all of them when dense).
+/// N the parameters a token uses ([`crate::formulas::params::active`]; all of them when dense).
 pub fn model(m: &Model, gbs: u64, n: f64) -> f64 {
     gbs as f64 * (6.0 * n * m.seq_len as f64 + 3.0 * attention_per_seq(m))
 }
