@@ -235,6 +235,10 @@ def h200_config(r: dict[str, str]) -> dict[str, Any]:
                 profile=H200_PROFILE, **arch)
 
 
+#: Our single-GPU measurement files by catalog GPU (``data/measured/<prefix>_steps.csv`` ...).
+MEASURED_PREFIX = {"h200": "h200", "h100-80": "h100"}
+
+
 def h200_cases(which: str = "time", group: str | None = None, gpu: str = "h200") -> list[Case]:
     """Our single-GPU rows as cases: ``time`` (median step time, rows that trained) or ``memory``
     (device memory in use, GiB, and the OOM rows); ``group`` picks the set (``fit``, or one measured
@@ -242,7 +246,7 @@ def h200_cases(which: str = "time", group: str | None = None, gpu: str = "h200")
     ``gpu`` ``h100-80`` reads the same configurations run on an H100 (``h100_steps.csv``), all of
     them predicted before the run by ``pytorch-h200`` unchanged."""
     out = []
-    prefix = "h200" if gpu == "h200" else "h100"
+    prefix = MEASURED_PREFIX[gpu]
     for i, r in enumerate(load(f"{prefix}_steps", "measured"), start=2):
         if group and r["set"] != group:
             continue
@@ -259,7 +263,7 @@ def h200_cases(which: str = "time", group: str | None = None, gpu: str = "h200")
 def h200_energy_cases(gpu: str = "h200") -> list[Case]:
     """Measured J/token on the H200 (or, ``gpu`` ``h100-80``, the H100; NVML's energy counter over 8 s
     of steady steps)."""
-    prefix = "h200" if gpu == "h200" else "h100"
+    prefix = MEASURED_PREFIX[gpu]
     return [Case(f"{prefix}-energy", r["arch"], i, r["name"], {**h200_config(r), "gpu": gpu}, float(r["joules_per_token"]),
                  "J/token", {"avg_power_w": float(r["avg_power_w"])})
             for i, r in enumerate(load(f"{prefix}_energy", "measured"), start=2)]
@@ -554,12 +558,13 @@ FITS: dict[str, tuple[Any, list[bool]]] = {
 #: nccl-tests #212, 0.82; A100 0.70 as above); the FSDP overlap takes up the gathers' cost. seeds/002
 #: H100 fit 2.25% -> 2.38% (LOO 2.55 -> 2.62), A100-80 unchanged; Llama 3 405B -4% to +17%. The
 #: A100-40 table is left free: held at 0.70 its fit worsens from 2.5% to 3.3%.
+A100_NVLINK, H100_NVLINK, HDR_IB = 0.70, 0.82, 0.85  # nccl-tests levels, sources above
 PINNED: dict[str, Callable[[], dict[str, float]]] = {
     H200_PROFILE: lambda: {"gemm_efficiency": h200_gemm_level()},
-    NARAYANAN_PROFILE: lambda: {"intra_link_efficiency": 0.70, "inter_link_efficiency": 0.85},
-    "llm-foundry-h100": lambda: {"intra_link_efficiency": 0.82},
-    "llm-foundry-h100-fp8": lambda: {"intra_link_efficiency": 0.82},
-    "llm-foundry-a100": lambda: {"intra_link_efficiency": 0.70},
+    NARAYANAN_PROFILE: lambda: {"intra_link_efficiency": A100_NVLINK, "inter_link_efficiency": HDR_IB},
+    "llm-foundry-h100": lambda: {"intra_link_efficiency": H100_NVLINK},
+    "llm-foundry-h100-fp8": lambda: {"intra_link_efficiency": H100_NVLINK},
+    "llm-foundry-a100": lambda: {"intra_link_efficiency": A100_NVLINK},
 }
 
 
