@@ -232,13 +232,16 @@ def model_dict(model: str | None, fields: dict[str, Any]) -> tuple[dict[str, Any
     if "ffn_hidden" not in given and "hidden" in given and label != "custom" and base["hidden"]:
         if base["ffn_hidden"] == 4 * base["hidden"]:
             m["ffn_hidden"] = 4 * m["hidden"]
-    if m["attention"] != "mla" and ("hidden" in given or "heads" in given or label == "custom"):
+    # The head dim follows hidden/heads where the base ties them (GPT, Llama) and stays the base's
+    # where it does not (MLA, Qwen3): the rule of the core's shape search (space.rs `shape`).
+    tied = label == "custom" or (base["attention"] != "mla" and base["head_dim"] * base["heads"] == base["hidden"])
+    if tied and ("hidden" in given or "heads" in given or label == "custom"):
         m["head_dim"] = m["hidden"] // m["heads"] if m["hidden"] % m["heads"] == 0 else 0
     if m["position"] == "learned" and ("seq_len" in given or label == "custom"):
         # The learned table has one row per position (plus OPT's offset of 2), sized by the run's seq_len.
         offset = max(0, base["position_rows"] - base["seq_len"]) if label != "custom" else 0
         m["position_rows"] = m["seq_len"] + offset
-    if m["attention"] != "mla" and m["head_dim"] * m["heads"] != m["hidden"]:
+    if tied and m["head_dim"] * m["heads"] != m["hidden"]:
         raise InputError(f"`hidden` {m['hidden']} must be a multiple of `heads` {m['heads']}",
                          code="hidden_not_divisible_by_heads",
                          hint=None if label == "custom" or ("hidden" in given and "heads" in given)

@@ -9,6 +9,7 @@ pub enum Reject {
     GpusMismatch,
     TpExceedsNode,
     HiddenNotDivisibleByHeads,
+    HeadDimUnsupported,
     HeadsNotDivisibleByTp,
     KvHeadsNotDivisibleByTp,
     FfnNotDivisibleByTp,
@@ -30,10 +31,11 @@ pub enum Reject {
 }
 
 impl Reject {
-    pub const ALL: [Reject; 21] = [
+    pub const ALL: [Reject; 22] = [
         Reject::GpusMismatch,
         Reject::TpExceedsNode,
         Reject::HiddenNotDivisibleByHeads,
+        Reject::HeadDimUnsupported,
         Reject::HeadsNotDivisibleByTp,
         Reject::KvHeadsNotDivisibleByTp,
         Reject::FfnNotDivisibleByTp,
@@ -60,6 +62,7 @@ impl Reject {
             Reject::GpusMismatch => "gpus_mismatch",
             Reject::TpExceedsNode => "tp_exceeds_node",
             Reject::HiddenNotDivisibleByHeads => "hidden_not_divisible_by_heads",
+            Reject::HeadDimUnsupported => "head_dim_unsupported",
             Reject::HeadsNotDivisibleByTp => "heads_not_divisible_by_tp",
             Reject::KvHeadsNotDivisibleByTp => "kv_heads_not_divisible_by_tp",
             Reject::FfnNotDivisibleByTp => "ffn_not_divisible_by_tp",
@@ -90,6 +93,10 @@ impl Reject {
             ),
             Reject::TpExceedsNode => format!("tp {} is larger than a node ({} GPUs): tensor parallelism needs NVLink", s.tp, c.gpus_per_node),
             Reject::HiddenNotDivisibleByHeads => format!("hidden {} is not a multiple of heads {}", m.hidden, m.heads),
+            Reject::HeadDimUnsupported => format!(
+                "head dim {} has no flash-attention kernel (FlashAttention-2/3 and cuDNN take multiples of 8 up to {MAX_FLASH_HEAD_DIM})",
+                attention_head_dim(m)
+            ),
             Reject::HeadsNotDivisibleByTp => format!("heads {} is not a multiple of tp {}", m.heads, s.tp),
             Reject::KvHeadsNotDivisibleByTp => format!("kv_heads {} is not a multiple of tp {}", m.kv_heads, s.tp),
             Reject::FfnNotDivisibleByTp => format!("ffn_hidden {} is not a multiple of tp {}", m.ffn_hidden, s.tp),
@@ -116,6 +123,26 @@ impl Reject {
 pub fn check_shape(m: &Model) -> Option<Reject> {
     if m.mla.is_none() && m.heads as u64 * m.head_dim as u64 != m.hidden as u64 {
         return Some(Reject::HiddenNotDivisibleByHeads);
+    }
+    None
+}
+
+/// Widest query/key head the fused attention kernels run: FlashAttention-2 and -3 are built for
+/// head dims up to 256 in multiples of 8 (`head_size % 8 == 0`, `<= 256` in their interfaces), as is
+/// cuDNN's fused attention on Hopper.
+pub const MAX_FLASH_HEAD_DIM: u32 = 256;
+
+/// The query/key head width attention kernels see (MLA: `nope + rope`).
+pub fn attention_head_dim(m: &Model) -> u32 {
+    m.mla.map_or(m.head_dim, |x| x.qk_nope_head_dim + x.qk_rope_head_dim)
+}
+
+/// Kernel rules of the model's shape under the chosen attention: a flash kernel must exist for its
+/// head dim (unfused attention runs any width, more slowly).
+pub fn check_kernels(m: &Model, flash_attention: bool) -> Option<Reject> {
+    let d = attention_head_dim(m);
+    if flash_attention && (d > MAX_FLASH_HEAD_DIM || !d.is_multiple_of(8)) {
+        return Some(Reject::HeadDimUnsupported);
     }
     None
 }
@@ -185,6 +212,11 @@ pub fn check_strategy(m: &Model, s: &Strategy, c: &Cluster, allow_cross_node_tp:
     None
 }
 
+/// The largest fraction of a precision's dense peak a measured kernel reached: 805 of 989.5 TFLOP/s
+/// for bf16 GEMMs on an H200 and 797 on an H100 (data/measured/h200_gemm.csv, h100_gemm.csv, fc1 at
+/// hidden 12288, tp 4), rounded up. A prediction above it is a modelling error.
+pub const KERNEL_CEILING: f64 = 0.82;
+
 /// Soft-rule flags (bit set). Each costs speed, none breaks training.
 pub mod warn {
     /// Megatron's fused softmax cannot run: `(heads/tp)*mbs % 4 != 0` or the sequence is outside
@@ -200,14 +232,18 @@ pub mod warn {
     pub const UNEVEN_STAGES: u32 = 1 << 4;
     /// Batch ramp-up (seeds/001): needs dp % 4 == 0 and gbs % 32 == 0 for its 32-sample steps.
     pub const RAMPUP_INCOMPATIBLE: u32 = 1 << 5;
+    /// The predicted hardware FLOP rate is above what measured kernels reach ([`super::KERNEL_CEILING`]
+    /// of the precision's peak): a sanity flag on the model itself, not on the config.
+    pub const ABOVE_KERNEL_CEILING: u32 = 1 << 6;
 
-    pub const ALL: [(u32, &str); 6] = [
+    pub const ALL: [(u32, &str); 7] = [
         (FUSED_SOFTMAX_UNAVAILABLE, "fused_softmax_unavailable"),
         (HEAD_DIM_MISALIGNED, "head_dim_misaligned"),
         (TILE_QUANTIZATION, "tile_quantization"),
         (WAVE_QUANTIZATION, "wave_quantization"),
         (UNEVEN_STAGES, "uneven_stages"),
         (RAMPUP_INCOMPATIBLE, "rampup_incompatible"),
+        (ABOVE_KERNEL_CEILING, "above_kernel_ceiling"),
     ];
 }
 

@@ -421,6 +421,7 @@ pub struct Score {
     pub tokens_per_s_per_gpu: f64,
     pub flops_per_iter_megatron: f64,
     pub flops_per_iter_model: f64,
+    pub flops_per_iter_useful: f64,
     pub flops_per_iter_hardware: f64,
     pub flops_per_iter_6n: f64,
     pub gemm_efficiency: f64,
@@ -642,7 +643,8 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
     // (its idle time), plus interleaving's extra sends (counted as pipeline communication).
     let busy = stage_split(slowest).scaled(micro as f64);
     let interleave_p2p = if s.vpp > 1 { (v - 1.0) * micro as f64 * p2p } else { 0.0 };
-    let bubble_s = pipeline_s - micro as f64 * t_max - interleave_p2p;
+    // Clamped: rounding can leave the difference a few ulps below zero when there is no bubble.
+    let bubble_s = (pipeline_s - micro as f64 * t_max - interleave_p2p).max(0.0);
 
     // Data-parallel gradient reduction of the largest stage, partly hidden behind backward: an
     // all-reduce without ZeRO; with ZeRO-1/2 a reduce-scatter (an all-reduce where the framework's
@@ -671,9 +673,12 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
     let vp = params::padded_vocab(m.vocab, s.tp, s.vocab_multiple);
     let f_meg = flops::megatron(m, gbs, s.recompute, vp);
     let f_model = flops::model(m, gbs, lc.params_active);
-    let f_hw = flops::hardware(m, gbs, s.recompute, lc.params_active);
-    let f_6n = flops::six_n(m, gbs, lc.params_active);
-    let peak = gpu.peak(s.precision);
+    let f_useful = flops::useful(m, gbs);
+    let f_hw = flops::hardware(m, gbs, s.recompute, s.flash_attention);
+    let f_6n = flops::six_n(m, gbs);
+    // MFU and HFU against the dense 16-bit peak whatever the precision (as NVIDIA's and
+    // torchtitan's reports do), so that fp8 and bf16 runs compare on one scale.
+    let peak = gpu.peak_bf16.max(gpu.peak_fp16);
     let denom = step_time_s * gpus;
     let tokens_per_step = gbs as f64 * m.seq_len as f64;
     let tokens_per_s = tokens_per_step / step_time_s;
@@ -682,6 +687,9 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
     let mem_gb = mem.total() / GIB;
 
     let mut warnings = lc.warnings;
+    if f_hw / (denom * gpu.peak(s.precision)) > rules::KERNEL_CEILING {
+        warnings |= warn::ABOVE_KERNEL_CEILING;
+    }
     if !m.layers.is_multiple_of(pp) {
         warnings |= warn::UNEVEN_STAGES;
     }
@@ -707,11 +715,12 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
         overhead_s: busy.overhead + prof.step_overhead_s,
         bubble_s,
         tflops_per_gpu: f_meg / denom / 1e12,
-        mfu: f_model / (denom * peak),
+        mfu: f_useful / (denom * peak),
         hfu: f_hw / (denom * peak),
         tokens_per_s_per_gpu: tokens_per_s / gpus,
         flops_per_iter_megatron: f_meg,
         flops_per_iter_model: f_model,
+        flops_per_iter_useful: f_useful,
         flops_per_iter_hardware: f_hw,
         flops_per_iter_6n: f_6n,
         gemm_efficiency: lc.gemm_efficiency,
@@ -741,7 +750,9 @@ pub fn score(m: &Model, c: &Cluster, s: &Strategy, prof: &Profile, opt: &Options
     if !(opt.train_tokens.is_finite() && opt.train_tokens > 0.0) {
         return Err(crate::error::TopoError::not_finite("train_tokens", opt.train_tokens));
     }
-    let reject = rules::check_shape(m).or_else(|| rules::check_strategy(m, s, c, opt.allow_cross_node_tp));
+    let reject = rules::check_shape(m)
+        .or_else(|| rules::check_kernels(m, s.flash_attention))
+        .or_else(|| rules::check_strategy(m, s, c, opt.allow_cross_node_tp));
     // Scoring needs at least one layer per stage and whole heads per rank.
     let safe = Strategy { pp: s.pp.min(m.layers), tp: s.tp.min(m.heads).max(1), ..*s };
     let lc = LayerCost::new(m, c, &safe);

@@ -140,14 +140,21 @@ impl Space {
         Ok(())
     }
 
-    /// The model for one (hidden, layers, heads): head_dim = hidden/heads, the KV-group ratio and
-    /// the FFN/hidden ratio of the base model kept (FFN rounded to a multiple of 128 unless the base
-    /// is exactly 4x). `None` when hidden is not a multiple of heads.
+    /// The model for one (hidden, layers, heads): the KV-group ratio and the FFN/hidden ratio of the
+    /// base model kept (FFN rounded to a multiple of 128 unless the base is exactly 4x). The head
+    /// dim is hidden/heads where the base ties them (GPT, Llama), and the base's own where it does
+    /// not (MLA, Qwen3's 128-wide heads): the same rule as `toposcan.spec.model_dict`, so a shape
+    /// scores the same here and in `evaluate`. `Err` when a tied head dim does not divide.
     pub fn shape(&self, hidden: u32, layers: u32, heads: u32) -> std::result::Result<Model, Reject> {
         let b = &self.model;
-        if !hidden.is_multiple_of(heads) {
+        if hidden == b.hidden && layers == b.layers && heads == b.heads {
+            return Ok(*b);
+        }
+        let tied = b.mla.is_none() && b.head_dim as u64 * b.heads as u64 == b.hidden as u64;
+        if tied && !hidden.is_multiple_of(heads) {
             return Err(Reject::HiddenNotDivisibleByHeads);
         }
+        let head_dim = if tied { hidden / heads } else { b.head_dim };
         let group = (b.heads / b.kv_heads.max(1)).max(1);
         let kv_heads = if heads.is_multiple_of(group) { heads / group } else { heads };
         let ffn = if b.ffn_hidden == 4 * b.hidden {
@@ -159,7 +166,7 @@ impl Space {
             // Saturates far above the FFN limit, which validation then reports.
             (f / 128.0).round().clamp(1.0, (u32::MAX / 128) as f64) as u32 * 128
         };
-        Ok(Model { hidden, layers, heads, kv_heads, head_dim: hidden / heads, ffn_hidden: ffn, ..*b })
+        Ok(Model { hidden, layers, heads, kv_heads, head_dim, ffn_hidden: ffn, ..*b })
     }
 }
 
@@ -254,6 +261,10 @@ fn run_block(space: &Space, block: u64, per_block: u64, bound: &SharedBound, out
             return;
         }
     };
+    if let Some(r) = rules::check_kernels(&m, space.flash_attention) {
+        prune_all(out, r, per_block);
+        return;
+    }
     if m.validate().is_err() {
         // hidden % heads is checked above: what validation refuses here is a shape too large to
         // represent (FFN or head size over its limit, more than 2^53 parameters): out of any budget.
