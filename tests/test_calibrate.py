@@ -147,7 +147,7 @@ def test_cli_calibrate_writes_a_profile(tmp_path, capsys):
     assert rc == 0
     rc = cli.main(["calibrate", str(csv), "-o", str(tmp_path / "mine.txt")])
     err = capsys.readouterr().err
-    assert rc == 1 and err.startswith("error: `output` must end in .toml")
+    assert rc == 2 and err.startswith("error: `output` must end in .toml")
 
 
 def test_saved_file_survives_any_printable_name_and_records_the_links(tmp_path):

@@ -29,7 +29,7 @@ def test_bloom_launch_script_passes():
 def test_seed001_oom_configs_fail_on_memory(dp, tp, pp):
     # seeds/001 "GBS Variations": DP48 TP8 PP1 and DP32 TP2 PP6 ran out of memory.
     args = SEED001 + f"--tensor-model-parallel-size {tp} --pipeline-model-parallel-size {pp} --micro-batch-size 1"
-    r = toposcan.check(args=args, nodes=48, gpu="a100-80", model="bloom-176b", compare=False)
+    r = toposcan.check(args=args, nodes=48, gpu="a100-80", compare=False)
     assert r.exit_code() == 1
     assert [c.code for c in r.checks if c.status == "fail"] == ["oom"]
 
@@ -45,7 +45,7 @@ def test_seed001_quantization_configs_warn(hidden, heads, layers, nodes, pp, mbs
     args = (f"--num-layers {layers} --hidden-size {hidden} --num-attention-heads {heads} --seq-length 2048 "
             "--padded-vocab-size 250880 --checkpoint-activations --fp16 --zero-stage 1 --global-batch-size 2048 "
             f"--tensor-model-parallel-size 8 --pipeline-model-parallel-size {pp} --micro-batch-size {mbs}")
-    r = toposcan.check(args=args, nodes=nodes, gpu="a100-80", model="bloom-176b", compare=False)
+    r = toposcan.check(args=args, nodes=nodes, gpu="a100-80", compare=False)  # the file's own shape
     assert r.exit_code() == 0
     assert any(c.code == warning and c.status == "warn" for c in r.checks)
     assert r.exit_code(strict=True) == 3
@@ -53,10 +53,16 @@ def test_seed001_quantization_configs_warn(hidden, heads, layers, nodes, pp, mbs
 
 def test_divisibility_failure_names_rule_and_fix():
     args = SEED001.replace("64", "60") + "--tensor-model-parallel-size 8 --micro-batch-size 1"
-    r = toposcan.check(args=args, nodes=48, gpu="a100-80", model="bloom-176b", compare=False)
+    r = toposcan.check(args=args, nodes=48, gpu="a100-80", compare=False)
     fails = [c for c in r.checks if c.status == "fail"]
     assert [c.code for c in fails] == ["hidden_not_divisible_by_heads"] and fails[0].fix
     assert r.exit_code() == 1
+    # With --model the catalog gives the architecture: the file's 60 heads are a finding, not the
+    # model scored (issue 14: the gate scored Megatron's defaults instead of the named model).
+    named = toposcan.check(args=args, nodes=48, gpu="a100-80", model="bloom-176b", compare=False)
+    finding = [c for c in named.checks if c.code == "model_mismatch"]
+    assert finding and finding[0].status == "warn" and "heads 60" in finding[0].message
+    assert named.config["heads"] == 112
 
 
 @pytest.mark.parametrize("name,nodes,verdict", [
@@ -115,7 +121,8 @@ def test_megatron_scripts_get_their_stacks_profile_on_a100():
     # An explicit profile wins, and other GPUs keep their default.
     assert toposcan.check(FIX + "bloom_tr11_176b_ml.slurm", gpu="a100-80", profile="megatron-lm-a100",
                           compare=False).config["profile"] == "megatron-lm-a100"
-    assert toposcan.check(FIX + "bloom_tr11_176b_ml.slurm", gpu="h100-80", compare=False).config["profile"] == "llm-foundry-h100"
+    # On another GPU the script keeps its framework (issue 15: the framework is an axis of its own).
+    assert toposcan.check(FIX + "bloom_tr11_176b_ml.slurm", gpu="h100-80", compare=False).config["profile"] == "megatron-deepspeed-a100"
 
 
 def test_report_renders_in_a_notebook():

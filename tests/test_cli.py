@@ -110,32 +110,32 @@ def test_enumerate_shape_search_from_a_budget(capsys):
 
 
 # ------------------------------------------------------------------------------------------------
-# bad input: one line naming the field, exit 1 (a bad value) or 2 (a usage error)
+# bad input: one line naming the field, exit 2 (a bad value or a usage error, issue 14)
 
 BAD = [
-    (["enumerate", "--nodes", "0"], 1, "nodes"),
-    (["enumerate", "--nodes", "-3"], 1, "nodes"),
-    (["enumerate", "--nodes", "abc"], 1, "nodes"),
-    (["enumerate", "--nodes", "1" + "0" * 40], 1, "nodes"),
-    (["enumerate", "--gpu", "z100"], 1, "gpu"),
-    (["enumerate", "--model", "gpt-9"], 1, "model"),
-    (["enumerate", "--gbs", "0"], 1, "gbs"),
-    (["enumerate", "--seq-len", "nan"], 1, "seq_len"),  # overrides the default model's
-    (["enumerate", "--mbs", "1,x"], 1, "mbs"),
-    (["enumerate", "--hidden", "16384:12288"], 1, "hidden"),
-    (["enumerate", "--recompute", "some"], 1, "recompute"),
-    (["enumerate", "--precision", "int3"], 1, "precision"),
-    (["enumerate", "--format", "xml"], 1, "format"),
-    (["enumerate", "--format", "parquet"], 1, "parquet"),
-    (["enumerate", "--sort", "speed"], 1, "sort"),
-    (["enumerate", "--params", "1e9", "--tolerance", "150%"], 1, "tolerance"),
+    (["enumerate", "--nodes", "0"], 2, "nodes"),
+    (["enumerate", "--nodes", "-3"], 2, "nodes"),
+    (["enumerate", "--nodes", "abc"], 2, "nodes"),
+    (["enumerate", "--nodes", "1" + "0" * 40], 2, "nodes"),
+    (["enumerate", "--gpu", "z100"], 2, "gpu"),
+    (["enumerate", "--model", "gpt-9"], 2, "model"),
+    (["enumerate", "--gbs", "0"], 2, "gbs"),
+    (["enumerate", "--seq-len", "nan"], 2, "seq_len"),  # overrides the default model's
+    (["enumerate", "--mbs", "1,x"], 2, "mbs"),
+    (["enumerate", "--hidden", "16384:12288"], 2, "hidden"),
+    (["enumerate", "--recompute", "some"], 2, "recompute"),
+    (["enumerate", "--precision", "int3"], 2, "precision"),
+    (["enumerate", "--format", "xml"], 2, "format"),
+    (["enumerate", "--format", "parquet"], 2, "parquet"),
+    (["enumerate", "--sort", "speed"], 2, "sort"),
+    (["enumerate", "--params", "1e9", "--tolerance", "150%"], 2, "tolerance"),
     (["enumerate", "--bogus"], 2, "--bogus"),
-    (["evaluate", "--tp", "0"], 1, "tp"),
-    (["evaluate", "--zero-stage", "4"], 1, "zero_stage"),
-    (["evaluate", "--cp", "0"], 1, "cp"),
-    (["evaluate", "--activation", "relu", "--layers", "2", "--hidden", "64", "--heads", "4"], 1, "activation"),
-    (["gpus", "--format", "yaml"], 1, "format"),
-    (["validate", "--table", "nope"], 1, "table"),
+    (["evaluate", "--tp", "0"], 2, "tp"),
+    (["evaluate", "--zero-stage", "4"], 2, "zero_stage"),
+    (["evaluate", "--cp", "0"], 2, "cp"),
+    (["evaluate", "--activation", "relu", "--layers", "2", "--hidden", "64", "--heads", "4"], 2, "activation"),
+    (["gpus", "--format", "yaml"], 2, "format"),
+    (["validate", "--table", "nope"], 2, "table"),
     (["check"], 2, "file"),
     (["check", "no/such/file.sh", "--gpu", "a100-80", "--nodes", "1"], 2, "file.sh"),
     (["check", "--args", "--tensor-model-parallel-size 2", "--gpu", "a100-80", "--nodes", "1",
@@ -156,9 +156,9 @@ def test_bad_input_is_one_line_naming_the_field(capsys, argv, code, field):
 def test_fields_without_a_model_override_the_default_model(capsys):
     # no --model and not all of layers/hidden/heads: bloom-176b (the default) with the given fields; its
     # 4x FFN follows a new hidden size, as it does when bloom-176b is named (hidden 4096 -> ffn 16384)
-    rc, out, err = topo(capsys, "evaluate", "--hidden", "4096", "--heads", "32", "--format", "csv")
+    rc, out, err = topo(capsys, "evaluate", "--hidden", "4096", "--heads", "32", "--nodes", "2", "--zero-stage", "3", "--format", "csv")
     named_rc, named, _ = topo(capsys, "evaluate", "--model", "bloom-176b", "--hidden", "4096", "--heads", "32",
-                              "--format", "csv")
+                              "--nodes", "2", "--zero-stage", "3", "--format", "csv")
     assert rc == named_rc == 0
     a, b = pl.read_csv(io.StringIO(out)), pl.read_csv(io.StringIO(named))
     assert a["ffn_hidden"][0] == b["ffn_hidden"][0] == 16384 and a["params"][0] == b["params"][0]
@@ -173,7 +173,7 @@ def test_empty_space_says_why(capsys):
 
 def test_unknown_gpu_hint_lists_the_catalog(capsys):
     rc, _, err = topo(capsys, "enumerate", "--gpu", "a100")
-    assert rc == 1
+    assert rc == 2
     line = _one_error_line(err)
     assert all(g in line for g in ("a100-80", "h100-80", "mi300x"))
     assert "hint: `topo gpus`" in err
@@ -183,7 +183,7 @@ def test_installed_script_never_prints_a_traceback():
     exe = shutil.which("topo") or os.path.join(os.path.dirname(sys.executable), "topo")
     if not os.path.exists(exe):
         pytest.skip("the `topo` script is not installed beside this interpreter")
-    for argv, code in ((["enumerate", "--nodes", "-1"], 1), (["evaluate", "--gpu", "a\x01b"], 1),
+    for argv, code in ((["enumerate", "--nodes", "-1"], 2), (["evaluate", "--gpu", "a\x01b"], 2),
                        (["check", FIX + "hostile_truncated_ds.json", "--gpu", "a100-80", "--nodes", "1"], 2)):
         p = subprocess.run([exe, *argv], capture_output=True, text=True, timeout=120)
         assert p.returncode == code, p.stderr

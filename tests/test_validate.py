@@ -63,7 +63,8 @@ def test_hidden_14400_vs_13824_gap_from_quantization():
     # seeds/001 "tile and wave quantization" (lines 253-254): 40 nodes, DP4 TP8 PP10 MBS1, 80 layers;
     # 221.21 s/it at hidden 14400 (96 heads, head_dim 150) vs 160.29 s/it at 13824 (64 heads).
     kw = dict(model="bloom-176b", gpu="a100-80", nodes=40, tp=8, pp=10, mbs=1, gbs=2048, layers=80,
-              precision="fp16", profile="megatron-deepspeed-a100", _frame=False)
+              precision="fp16", recompute="full", sequence_parallel=False, profile="megatron-deepspeed-a100",
+              _frame=False)
     slow = toposcan.evaluate(hidden=14400, heads=96, **kw)
     fast = toposcan.evaluate(hidden=13824, heads=64, **kw)
     measured_gap = (fast["flops_per_iter_megatron"] / (160.29 * 320) - slow["flops_per_iter_megatron"] / (221.21 * 320)) / 1e12

@@ -6,7 +6,6 @@ on the ``topo`` command line.
 
 from __future__ import annotations
 
-import builtins
 import math
 import sys
 import time
@@ -15,8 +14,8 @@ from typing import Any, Literal
 
 import polars as pl
 
-from toposcan import _core, spec
-from toposcan.errors import InputError, ToposcanError
+from toposcan import _core, resolve, spec
+from toposcan.errors import InputError
 from toposcan.frame import to_frame
 
 Recompute = Literal["none", "selective", "full"]
@@ -35,55 +34,18 @@ def _core_call(fn: Callable[..., Any], *args: Any, _field: str | None = None, **
         raise InputError(message, code=code) from None
 
 
-def _strategy(kw: dict[str, Any], gpus: int, prof_entry: dict[str, Any]) -> dict[str, Any]:
-    tp = spec.positive_int("tp", kw.get("tp", 1), maximum=1 << 12)
-    pp = spec.positive_int("pp", kw.get("pp", 1), maximum=1 << 16)
-    cp = spec.positive_int("cp", kw.get("cp", 1), maximum=1 << 12)
-    dp_given = kw.get("dp")
-    if dp_given is None:
-        if gpus % (tp * pp * cp):
-            raise InputError(f"tp*pp*cp = {tp * pp * cp} does not divide the cluster's {gpus} GPUs; give `dp`",
-                             code="gpus_mismatch")
-        dp = gpus // (tp * pp * cp)
-    else:
-        dp = spec.positive_int("dp", dp_given, maximum=1 << 24)
-    mbs = spec.positive_int("mbs", kw.get("mbs", 1), maximum=1 << 20)
-    gbs = kw.get("gbs")
-    gbs = spec.positive_int("gbs", gbs if gbs is not None else spec.DEFAULT_GBS, maximum=spec.MAX_INT)
-    flash = kw.get("flash_attention")
-    return {
-        "dp": dp, "tp": tp, "pp": pp,
-        "vpp": spec.positive_int("vpp", kw.get("vpp", 1), maximum=1 << 10),
-        "cp": cp,
-        "ep": spec.positive_int("ep", kw.get("ep", 1), maximum=1 << 16),
-        "mbs": mbs, "gbs": gbs,
-        "zero_stage": spec.positive_int("zero_stage", kw.get("zero_stage", 1), minimum=0, maximum=3),
-        "recompute": spec.choice("recompute", kw.get("recompute", "full"), spec.RECOMPUTE),
-        "sequence_parallel": spec.boolean("sequence_parallel", kw.get("sequence_parallel", False)),
-        "precision": spec.choice("precision", kw.get("precision", "bf16"), spec.PRECISIONS),
-        "flash_attention": spec.boolean("flash_attention", prof_entry["flash_attention"] if flash is None else flash),
-        "uneven_stages": spec.boolean("uneven_stages", kw.get("uneven_stages", True)),
-        **_framework(prof_entry),
-    }
+def _resolve(model: str | None, gpu: Any, nodes: Any, gpus_per_node: Any, profile: str | None,
+             framework: str | None, precision: Any, fields: dict[str, Any],
+             links: tuple[Any, Any] = (None, None)) -> resolve.Resolved:
+    prec = precision if isinstance(precision, str) else None
+    return resolve.resolve(model, gpu=gpu, nodes=nodes, gpus_per_node=gpus_per_node, links=links, profile=profile,
+                           framework=framework, precision=prec, fields=fields)
 
 
-def _default_vpp(prof_entry: dict[str, Any]) -> list[int]:
-    """Interleaving degrees to search when none are given: Megatron-LM's schedule interleaves
-    (``--num-layers-per-virtual-pipeline-stage``), the other frameworks' do not."""
-    return [1, 2, 4] if prof_entry.get("framework") == "megatron-lm" else [1]
-
-
-def _framework(prof_entry: dict[str, Any]) -> dict[str, Any]:
-    """The profile's framework settings the core takes with each strategy (or space)."""
-    return {"vocab_multiple": int(prof_entry["vocab_multiple"]), "fused_kernels": bool(prof_entry["fused_kernels"])}
-
-
-def _inputs(model: str | None, gpu: str, nodes: Any, gpus_per_node: Any, profile: str | None,
-            fields: dict[str, Any], links: tuple[Any, Any] = (None, None)) -> tuple[dict, str, dict, dict, dict]:
-    model_d, label = spec.model_dict(model, fields)
-    cluster_d = spec.cluster_dict(gpu, nodes, gpus_per_node, *links)
-    prof_d, prof_entry = spec.profile_dict(profile, gpu)
-    return model_d, label, cluster_d, prof_d, prof_entry
+def _label(df: pl.DataFrame, r: resolve.Resolved) -> pl.DataFrame:
+    """Name the model, GPU, framework and profile on every row."""
+    return df.with_columns(pl.lit(r.label).alias("model"), pl.lit(r.gpu).alias("gpu"),
+                           pl.lit(r.framework).alias("framework"), pl.lit(r.profile_name).alias("profile"))
 
 
 def evaluate(
@@ -109,20 +71,21 @@ def evaluate(
     norm: str | None = None,
     bias: bool | None = None,
     dp: int | None = None,
-    tp: int = 1,
-    pp: int = 1,
-    vpp: int = 1,
-    cp: int = 1,
-    ep: int = 1,
-    mbs: int = 1,
+    tp: int | None = None,
+    pp: int | None = None,
+    vpp: int | None = None,
+    cp: int | None = None,
+    ep: int | None = None,
+    mbs: int | None = None,
     gbs: int | None = None,
-    zero_stage: int = 1,
-    recompute: Recompute = "full",
-    sequence_parallel: bool = False,
-    precision: Precision = "bf16",
+    zero_stage: int | None = None,
+    recompute: Recompute | None = None,
+    sequence_parallel: bool | None = None,
+    precision: Precision | None = None,
     flash_attention: bool | None = None,
-    uneven_stages: bool = True,
+    uneven_stages: bool | None = None,
     profile: str | None = None,
+    framework: str | None = None,
     headroom: float = 0.0,
     train_tokens: float = 1e12,
     allow_cross_node_tp: bool = False,
@@ -137,7 +100,11 @@ def evaluate(
     With ``stages=True`` returns ``(row, per_stage)``, where ``per_stage`` has one row per pipeline
     stage and the memory parts in GiB.
 
-    ``dp`` defaults to GPUs / (tp * pp * cp); ``gbs`` to 2048 (seeds/001).
+    Fields left out take :data:`toposcan.resolve.DEFAULTS` (the same in every command): tp, pp, vpp,
+    cp, ep and mbs 1, gbs 2048 (seeds/001), ZeRO-1, selective recompute, bf16; ``dp`` is
+    GPUs / (tp * pp * cp), sequence parallelism on when tp > 1, flash attention the framework's.
+    ``framework`` (one of :data:`toposcan.resolve.FRAMEWORKS`) picks its profile for the GPU;
+    ``profile`` names one directly. The row names both, and ``defaulted`` lists what was filled in.
 
     >>> row = evaluate("bloom-176b", gpu="a100-80", nodes=48, tp=4, pp=12, mbs=2, gbs=2048)
     >>> bool(row["feasible"][0]), int(row["dp"][0])
@@ -146,19 +113,18 @@ def evaluate(
     fields = dict(layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads, ffn_hidden=ffn_hidden,
                   activation=activation, vocab=vocab, seq_len=seq_len, tied_embeddings=tied_embeddings,
                   experts=experts, topk=topk, position=position, norm=norm, bias=bias)
-    model_d, label, cluster_d, prof_d, prof_entry = _inputs(model, gpu, nodes, gpus_per_node, profile, fields,
-                                                            (intra_node_gbs, inter_node_gbs))
-    gpus = cluster_d["nodes"] * cluster_d["gpus_per_node"]
-    strat = _strategy(dict(dp=dp, tp=tp, pp=pp, vpp=vpp, cp=cp, ep=ep, mbs=mbs, gbs=gbs, zero_stage=zero_stage,
-                           recompute=recompute, sequence_parallel=sequence_parallel, precision=precision,
-                           flash_attention=flash_attention, uneven_stages=uneven_stages), gpus, prof_entry)
+    r = _resolve(model, gpu, nodes, gpus_per_node, profile, framework, precision, fields,
+                 (intra_node_gbs, inter_node_gbs))
+    strat = resolve.strategy(r, dict(dp=dp, tp=tp, pp=pp, vpp=vpp, cp=cp, ep=ep, mbs=mbs, gbs=gbs,
+                                     zero_stage=zero_stage, recompute=recompute,
+                                     sequence_parallel=sequence_parallel, precision=precision,
+                                     flash_attention=flash_attention, uneven_stages=uneven_stages))
     opts = spec.options_dict(headroom, train_tokens, allow_cross_node_tp, rampup)
-    cols, labels, reject, message, per_stage = _core_call(_core.evaluate, model_d, cluster_d, strat, prof_d, opts)
+    cols, labels, reject, message, per_stage = _core_call(_core.evaluate, r.model, r.cluster, strat, r.profile, opts)
     if not _frame:
         return {k: v[0] for k, v in cols.items()}
-    row = to_frame(cols, labels).with_columns(
-        pl.lit(label).alias("model"),
-        pl.lit(gpu).alias("gpu"),
+    row = _label(to_frame(cols, labels), r).with_columns(
+        pl.lit(", ".join(r.defaulted), dtype=pl.String).alias("defaulted"),
         pl.lit(reject is None).alias("feasible"),
         pl.lit(reject, dtype=pl.String).alias("reject"),
         pl.lit(message, dtype=pl.String).alias("reject_message"),
@@ -186,7 +152,9 @@ def _column(name: str, value: Any) -> str:
 
 
 def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+    """Divisors of ``n`` in increasing order, in O(sqrt n) (a million-GPU cluster is instant)."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return small + [n // d for d in reversed(small) if d * d != n]
 
 
 class _Bar:
@@ -252,12 +220,13 @@ def enumerate(
     flash_attention: bool | None = None,
     uneven_stages: bool = True,
     profile: str | None = None,
+    framework: str | None = None,
     headroom: float = 0.0,
     train_tokens: float = 1e12,
     allow_cross_node_tp: bool = False,
     rampup: bool = False,
     top: int | None = None,
-    objective: str = "step_time_s",
+    objective: str | None = None,
     descending: bool | None = None,
     pareto: tuple[str, str] | None = None,
     cap: int = 1_000_000,
@@ -278,7 +247,8 @@ def enumerate(
     llm-foundry, PyTorch).
     ``dp`` follows from the GPU count.
 
-    Returns the feasible rows sorted by ``objective`` (fastest step first): all of them up to
+    Returns the feasible rows sorted by ``objective`` (default: fastest step first, or most tokens/s
+    per GPU when several global batches are searched; ``stats["objective"]`` says which): all of them up to
     ``cap``, the ``top`` best, or the Pareto front of two columns (``pareto=("step_time_s",
     "mem_gb")``). With ``with_stats=True`` returns ``(frame, stats)``; stats has ``candidates`` (the
     whole product), ``scored`` (reached the full cost model), ``pruned`` (count per rule),
@@ -292,10 +262,10 @@ def enumerate(
                   tied_embeddings=tied_embeddings, experts=experts, topk=topk, position=position, norm=norm, bias=bias)
     scalar_shape = {k: v for k, v in (("layers", layers), ("hidden", hidden), ("heads", heads))
                     if v is not None and isinstance(v, int) and not isinstance(v, bool)}
-    model_d, label, cluster_d, prof_d, prof_entry = _inputs(model, gpu, nodes, gpus_per_node, profile,
-                                                            {**fields, **scalar_shape},
-                                                            (intra_node_gbs, inter_node_gbs))
-    gpus = cluster_d["nodes"] * cluster_d["gpus_per_node"]
+    res = _resolve(model, gpu, nodes, gpus_per_node, profile, framework, precision, {**fields, **scalar_shape},
+                   (intra_node_gbs, inter_node_gbs))
+    model_d, cluster_d, prof_d, prof_entry = res.model, res.cluster, res.profile, res.profile_entry
+    gpus = res.gpus
     gpn = cluster_d["gpus_per_node"]
     search = params is not None
     # With a parameter budget and no explicit shape, search around the base model: hidden from half
@@ -353,16 +323,20 @@ def enumerate(
         "hidden": hidden_l, "layers": layers_l, "heads": heads_l, "params_range": params_range,
         "tp": tp_l, "cp": cp_l, "ep": ep_l,
         "mbs": spec.int_list("mbs", mbs, maximum=1 << 20), "sequence_parallel": sp_l, "recompute": rec_l,
-        "pp": pp_l, "vpp": spec.int_list("vpp", vpp if vpp is not None else _default_vpp(prof_entry), maximum=1 << 10),
+        "pp": pp_l, "vpp": spec.int_list("vpp", vpp if vpp is not None else resolve.default_vpp(prof_entry), maximum=1 << 10),
         "gbs": spec.int_list("gbs", gbs if gbs is not None else spec.DEFAULT_GBS),
         "zero_stage": spec.int_list("zero_stage", zero_stage, minimum=0, maximum=3),
         "precision": spec.choice("precision", precision, spec.PRECISIONS), "flash_attention": flash,
         "uneven_stages": spec.boolean("uneven_stages", uneven_stages),
-        **_framework(prof_entry),
+        **resolve.framework_settings(prof_entry),
         "keep_infeasible": spec.boolean("include_infeasible", include_infeasible),
     }
     opts = spec.options_dict(headroom, train_tokens, allow_cross_node_tp, rampup)
     desc = None if descending is None else spec.boolean("descending", descending)
+    if objective is None:
+        # Fastest step first, unless steps differ in tokens (several global batches): then the
+        # most tokens per second per GPU, since a smaller batch always has a shorter step.
+        objective = "step_time_s" if len(space["gbs"]) == 1 else "tokens_per_s_per_gpu"
     if pareto is not None:
         if not isinstance(pareto, (list, tuple)) or len(pareto) != 2:
             raise InputError(f"`pareto` must be two column names, got {spec._show(pareto, quote=True)}",
@@ -394,17 +368,16 @@ def enumerate(
     finally:
         if bar is not None:
             bar.close()
-    df = to_frame(cols, labels).with_columns(pl.lit(label).alias("model"), pl.lit(gpu).alias("gpu"))
-    if not include_infeasible:
-        pass
+    df = _label(to_frame(cols, labels), res)
     stats = dict(stats)
-    stats["model"] = label
-    stats["profile"] = profile or spec.default_profile(gpu)
+    stats["model"] = res.label
+    stats["profile"] = res.profile_name
+    stats["framework"] = res.framework
+    stats["objective"] = reducer.get("objective") or f"pareto {reducer['a']}, {reducer['b']}"
+    stats["resolved"] = res
     if stats.get("interrupted"):
         sys.stderr.write("interrupted: returning the candidates scored so far (partial)\n")
     return (df, stats) if with_stats else df
 
 
 __all__ = ["enumerate", "evaluate"]
-_ = builtins
-_ = ToposcanError

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from toposcan import _core, api, spec
+from toposcan import _core, api, resolve, spec
 from toposcan.errors import InputError, ToposcanError
 
 #: What a run may report as measured, in order of preference when several are given.
@@ -54,11 +54,11 @@ def core_inputs(kw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dic
     """The core's (model, cluster, strategy, profile) dicts for one run's keywords, validated."""
     kw = dict(kw)
     fields = {k: kw.pop(k) for k in list(kw) if k in spec.MODEL_FIELDS}
-    model_d, _, cluster_d, prof_d, prof_entry = api._inputs(kw.pop("model", None), kw.pop("gpu", "a100-80"),
-                                                            kw.pop("nodes", 1), kw.pop("gpus_per_node", None),
-                                                            kw.pop("profile", None), fields,
-                                                            (kw.pop("intra_node_gbs", None), kw.pop("inter_node_gbs", None)))
-    strat = api._strategy(kw, cluster_d["nodes"] * cluster_d["gpus_per_node"], prof_entry)
+    r = api._resolve(kw.pop("model", None), kw.pop("gpu", "a100-80"), kw.pop("nodes", 1),
+                     kw.pop("gpus_per_node", None), kw.pop("profile", None), kw.pop("framework", None),
+                     kw.get("precision"), fields, (kw.pop("intra_node_gbs", None), kw.pop("inter_node_gbs", None)))
+    strat = resolve.strategy(r, kw)
+    model_d, cluster_d, prof_d = r.model, r.cluster, r.profile
     return model_d, cluster_d, strat, prof_d
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import polars as pl
 
 from toposcan.errors import InputError
+from toposcan.errors import show as _show
 
 
 @functools.cache
@@ -26,8 +27,6 @@ def _load(name: str) -> dict[str, dict[str, Any]]:
 def _lookup(kind: str, file: str, name: str) -> dict[str, Any]:
     table = _load(file)
     if not isinstance(name, str) or name not in table:
-        from toposcan.spec import _show  # spec imports this module
-
         shown = _show(name) if isinstance(name, str) else _show(name, quote=True)
         allowed = ", ".join(sorted(table))
         raise InputError(f"unknown {kind} `{shown}`; one of: {allowed}", code=f"unknown_{kind}",
@@ -65,8 +64,6 @@ def profile_spec(name: str) -> dict[str, Any]:
 
 
 def _profile_file(path: str) -> dict[str, Any]:
-    from toposcan.spec import _show
-
     shown = _show(path)
     try:
         with open(path, encoding="utf-8") as f:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toposcan import api, catalog, launch, render, spec
+from toposcan import api, catalog, launch, render, resolve, spec
 from toposcan.errors import InputError, ParseError, ToposcanError
 from toposcan.rules import WARNING_HELP, explain_warnings
 
@@ -150,6 +150,7 @@ def check(
     inter_node_gbs: float | None = None,
     model: str | None = None,
     profile: str | None = None,
+    framework: str | None = None,
     max_slowdown: float = 0.10,
     train_tokens: float | None = None,
     headroom: float = 0.0,
@@ -192,27 +193,21 @@ def check(
             label = "<text>"
     return _check_config(cfg, label, nodes=nodes, gpu=gpu, gpus_per_node=gpus_per_node,
                          links={"intra_node_gbs": intra_node_gbs, "inter_node_gbs": inter_node_gbs}, model=model,
-                         profile=profile, max_slowdown=max_slowdown, train_tokens=train_tokens, headroom=headroom,
-                         compare=compare)
+                         profile=profile, framework=framework, max_slowdown=max_slowdown,
+                         train_tokens=train_tokens, headroom=headroom, compare=compare)
 
 
-def _stack_profile(cfg: launch.LaunchConfig, gpu: str, precision: Any) -> str:
-    """The profile fitted to the launch file's own stack where one exists for the GPU, else the GPU's
-    default: llm-foundry YAMLs get the llm-foundry profiles (seeds/002), a Megatron-DeepSpeed script on
-    an A100 the BigScience fit (seeds/001; the A100's default is NVIDIA's Megatron-LM, about 15%
-    faster on the same layouts)."""
-    d = spec.default_profile(gpu)
+def _stack_framework(cfg: launch.LaunchConfig) -> str | None:
+    """The framework a launch file runs: Megatron scripts say which fork (the parser records it),
+    llm-foundry YAMLs are Composer; a DeepSpeed JSON alone does not say (the GPU's default then)."""
     if cfg.kind == "foundry":
-        name = d if d.startswith("llm-foundry") else "llm-foundry-a100"
-        return "llm-foundry-h100-fp8" if name == "llm-foundry-h100" and precision == "fp8" else name
-    if cfg.framework == "megatron-deepspeed" and d == "megatron-lm-a100":
-        return "megatron-deepspeed-a100"
-    return d
+        return "llm-foundry"
+    return cfg.framework or None
 
 
 def _check_config(cfg: launch.LaunchConfig, label: str, *, nodes: Any, gpu: Any, gpus_per_node: Any,
-                  links: dict[str, Any], model: Any,
-                  profile: Any, max_slowdown: Any, train_tokens: Any, headroom: Any, compare: bool) -> CheckReport:
+                  links: dict[str, Any], model: Any, profile: Any, framework: Any, max_slowdown: Any,
+                  train_tokens: Any, headroom: Any, compare: bool) -> CheckReport:
     sp = dict(cfg.spec)
     notes = list(cfg.notes)
     if gpu is None or (isinstance(gpu, str) and not gpu):
@@ -229,6 +224,9 @@ def _check_config(cfg: launch.LaunchConfig, label: str, *, nodes: Any, gpu: Any,
     max_slowdown = spec.positive_float("max_slowdown", max_slowdown, minimum=0.0, maximum=10.0, inclusive_min=True)
 
     fields = {k: sp.pop(k) for k in list(sp) if k in spec.MODEL_FIELDS}
+    mismatched: list[str] = []
+    if model is not None:
+        fields, mismatched = _architecture(model, fields, set(getattr(cfg, "defaulted", ())), notes)
     if model is None and not all(k in fields for k in ("layers", "hidden", "heads")):
         raise InputError("the file does not give layers, hidden size and heads; give `--model`", code="missing_field")
     if model is None and "vocab" not in fields:
@@ -238,13 +236,11 @@ def _check_config(cfg: launch.LaunchConfig, label: str, *, nodes: Any, gpu: Any,
     offload = sp.pop("offload", False)
     if offload:
         notes.append("optimizer/parameter offload to CPU is not modelled: memory and time are for on-GPU states")
-    if profile is not None and not (isinstance(profile, str) and not profile):
-        prof_name = profile
-    else:
-        prof_name = _stack_profile(cfg, gpu, sp.get("precision"))
-        if prof_name == "megatron-deepspeed-a100":
-            notes.append("Megatron-DeepSpeed script: profile megatron-deepspeed-a100 (BigScience's stack); "
-                         "--profile megatron-lm-a100 for NVIDIA's Megatron-LM")
+    named = profile is not None and not (isinstance(profile, str) and not profile)
+    if framework is None and not named:
+        framework = _stack_framework(cfg)
+    prof_name, why = resolve.framework_profile(framework, profile if named else None, gpu, sp.get("precision"))
+    notes.append(f"framework `{catalog.profile_spec(prof_name).get('framework')}`: profile `{prof_name}` ({why})")
     if cfg.kind == "megatron" and sp.get("precision") == "bf16" and sp.get("zero_stage", 0) == 0 and sp.get("uneven_stages"):
         # Megatron-DeepSpeed with --bf16 and ZeRO stage 0 runs DeepSpeed's BF16_Optimizer, which
         # partitions the fp32 master weights and Adam states over data parallelism like ZeRO-1
@@ -252,8 +248,10 @@ def _check_config(cfg: launch.LaunchConfig, label: str, *, nodes: Any, gpu: Any,
         sp["zero_stage"] = 1
         notes.append("ZeRO stage 0 with bf16 in Megatron-DeepSpeed runs DeepSpeed's BF16_Optimizer, which shards "
                      "optimizer states over dp like ZeRO-1: checked as zero_stage 1")
+    train_tokens = spec.positive_float("train_tokens", train_tokens if train_tokens is not None else 1e12,
+                                       maximum=1e18)
     kw: dict[str, Any] = dict(gpu=gpu, nodes=nodes, gpus_per_node=gpn, profile=prof_name, headroom=headroom,
-                              train_tokens=train_tokens if train_tokens is not None else 1e12,
+                              train_tokens=train_tokens,
                               rampup=False, **{k: v for k, v in links.items() if v is not None}, **fields)
     for k in ("dp", "tp", "pp", "vpp", "cp", "ep", "mbs", "gbs", "zero_stage", "recompute", "sequence_parallel",
               "precision", "uneven_stages"):
@@ -289,6 +287,10 @@ def _check_config(cfg: launch.LaunchConfig, label: str, *, nodes: Any, gpu: Any,
     config["gpus_per_node"] = int(gpn)
     config["profile"] = prof_name
 
+    if mismatched:
+        checks.append(Check("model_mismatch", "warn", f"the file and `{model}` disagree: " + "; ".join(mismatched)
+                            + f" (scored as `{model}`)",
+                            "fix the launch arguments, or drop --model to score what the file describes"))
     # Hard rules (divisibility, kernels) and memory.
     reject = r["reject"]
     if reject and reject != "oom":
@@ -333,6 +335,21 @@ def _check_config(cfg: launch.LaunchConfig, label: str, *, nodes: Any, gpu: Any,
     return report
 
 
+def _architecture(model: str, fields: dict[str, Any], defaulted: set[str], notes: list[str]
+                  ) -> tuple[dict[str, Any], list[str]]:
+    """With ``--model`` the catalog gives the architecture and the file the run: the file keeps its
+    sequence length; an architecture field the file states and the catalog contradicts is returned
+    as a finding; fields the parser only filled with the framework's defaults give way silently."""
+    entry = catalog.model_spec(model)
+    mismatched = [f"{k} {fields[k]} in the file, {entry[k]} in the catalog" for k in sorted(fields)
+                  if k != "seq_len" and k in entry and k not in defaulted and fields[k] != entry[k]]
+    kept = {k: v for k, v in fields.items() if k == "seq_len"}
+    if any(k in defaulted for k in fields):
+        notes.append(f"architecture from `{model}`; the file's framework defaults ("
+                     + ", ".join(sorted(k for k in fields if k in defaulted)) + ") not used")
+    return kept, mismatched
+
+
 def _warning_message(code: str, r: dict[str, Any]) -> str:
     hd = r["hidden"] // r["heads"] if r["heads"] else 0
     if code == "head_dim_misaligned":
@@ -357,7 +374,7 @@ def _compare(report: CheckReport, model: Any, kw: dict[str, Any], r: dict[str, A
     ekw = {k: v for k, v in kw.items() if k in spec.MODEL_FIELDS or k in (
         "gpu", "nodes", "gpus_per_node", "intra_node_gbs", "inter_node_gbs", "profile", "headroom", "train_tokens",
         "precision", "uneven_stages")}
-    ekw.update(gbs=r["gbs"], zero_stage=r["zero_stage"], recompute=r["recompute"],
+    ekw.update(gbs=r["gbs"], zero_stage=r["zero_stage"], recompute=r["recompute"], cp=r["cp"], ep=r["ep"],
                sequence_parallel=r["sequence_parallel"], mbs=sorted({1, 2, 4, 8, int(r["mbs"])}))
     df, stats = api.enumerate(model, **ekw, with_stats=True, cap=2_000_000)
     report.candidates = df.height
@@ -370,7 +387,11 @@ def _compare(report: CheckReport, model: Any, kw: dict[str, Any], r: dict[str, A
     report.best = {k: b[k] for k in keys} | {"step_time_s": b["step_time_s"], "mem_gb": b["mem_gb"]}
     slowdown = t / b["step_time_s"] - 1
     change = ", ".join(f"{k} {r[k]} -> {b[k]}" for k in keys if r[k] != b[k])
+    held = (f"dp, tp, pp and mbs searched; held as in the file: gbs {r['gbs']}, zero {r['zero_stage']}, "
+            f"recompute {r['recompute']}, sequence parallel {'on' if r['sequence_parallel'] else 'off'}, "
+            f"{r['precision']}, cp {r['cp']}, ep {r['ep']}")
     msg = (f"rank {report.rank} of {df.height} valid topologies; the best is {b['step_time_s']:.2f} s/step "
-           f"({slowdown:.1%} faster)" if slowdown > 1e-9 else f"rank {report.rank} of {df.height}: no valid topology is faster")
+           f"({slowdown:.1%} faster) ({held})" if slowdown > 1e-9
+           else f"rank {report.rank} of {df.height}: no valid topology is faster ({held})")
     status = "warn" if slowdown > max_slowdown else "pass"
     report.checks.append(Check("slower_than_best", status, msg, f"change {change}" if change else ""))

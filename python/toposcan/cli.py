@@ -1,7 +1,8 @@
 """`topo`: the command line (typer). Data goes to stdout, everything else to stderr.
 
-Errors print as ``error: <one line>`` and, after a blank line, ``hint: ...``; exit code 1 for a
-user error, 2 for a usage error or an internal one. Never a traceback.
+Errors print as ``error: <one line>`` and, after a blank line, ``hint: ...``. Exit codes: 0 an
+answer, 1 an answer that fails (no feasible row, an infeasible configuration, a failed check), 2 bad
+input, a usage error or an internal one, 130 interrupted. Never a traceback.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ GpnOpt = Annotated[Optional[str], Opt("--gpus-per-node", help="GPUs per node (de
 IntraOpt = Annotated[Optional[str], Opt("--intra-node-gbs", help="Intra-node link GB/s per GPU per direction (default: the GPU's usual node).")]
 InterOpt = Annotated[Optional[str], Opt("--inter-node-gbs", help="Network GB/s per GPU per direction (default: the GPU's usual node, e.g. 25 for DGX A100).")]
 StrOpt = Optional[str]
+FrameworkOpt = Annotated[Optional[str], Opt("--framework", help="Training stack: megatron-core, megatron-lm, "
+                         "megatron-deepspeed, deepspeed, torchtitan, llm-foundry or pytorch (default: the GPU's profile's).")]
 
 
 def _stderr(msg: str) -> None:
@@ -63,18 +66,13 @@ def _model_fields(**kw: Any) -> dict[str, Any]:
     return {k: v for k, v in kw.items() if v is not None}
 
 
-def _header(kind: str, df_model: str, gpu: str, nodes: Any, stats: dict[str, Any] | None = None, *,
-            named: bool = False, network: Any = None) -> None:
-    """The run's one-line header on stderr (and its statistics); says when the model is the default
-    and which network the GPUs have (it sets every cross-node term)."""
-    note = " (default: the model of seeds/001's 48-node study)" if df_model == spec.DEFAULT_MODEL and not named else ""
-    gbs = float(network) if network is not None else float(catalog.gpu_spec(gpu)["inter_node_gbs"])
-    source = "" if network is not None else ", the catalog's; --inter-node-gbs to change"
-    _stderr(f"{kind}: model `{df_model}`{note}, gpu `{gpu}`, {nodes} nodes, {gbs:g} GB/s network per GPU{source}")
+def _header(resolved: Any, stats: dict[str, Any] | None = None, *, kind: str, network: Any = None) -> None:
+    """The run's header on stderr: what was resolved and defaulted (and the enumeration's statistics)."""
+    _stderr(resolved.describe(kind, network_given=network is not None))
     if stats:
         pruned = ", ".join(f"{k} {v}" for k, v in sorted(stats["pruned"].items(), key=lambda kv: -kv[1]))
         _stderr(f"{stats['candidates']:,} candidates, {stats['scored']:,} scored, pruned: {pruned or 'none'}; "
-                f"{stats['seconds']:.3f} s; profile `{stats['profile']}`"
+                f"{stats['seconds']:.3f} s; ranked by {stats['objective']}"
                 + ("; PARTIAL (stopped early)" if stats.get("partial") else ""))
 
 
@@ -111,11 +109,13 @@ def enumerate_cmd(
     precision: Annotated[str, Opt(help="fp32, fp16, bf16 or fp8.")] = "bf16",
     flash_attention: Annotated[StrOpt, Opt(help="true/false (default: the profile's).")] = None,
     profile: Annotated[StrOpt, Opt(help="Efficiency profile (`topo profiles`).")] = None,
+    framework: FrameworkOpt = None,
     headroom: Annotated[str, Opt(help="Memory kept free, fraction of the GPU (default 0: the model is within ~5%; check warns above 95%).")] = "0",
-    tokens: Annotated[str, Opt(help="Training tokens for gpu-hours / days.")] = "1e12",
+    tokens: Annotated[str, Opt(help="Training tokens for gpu-hours / days (1e12, 2T).")] = "1e12",
+    cap: Annotated[str, Opt(help="Most rows written without --top (csv, json, parquet, markdown).")] = "100000",
     rampup: Annotated[bool, Opt(help="Flag configs breaking seeds/001's batch ramp-up rule.")] = False,
     top: Annotated[StrOpt, Opt("--top", "-k", help="Show the K best (default 20 on the terminal).")] = None,
-    sort: Annotated[str, Opt("--sort", "--objective", help="Column to rank by (the API's `objective`).")] = "step_time_s",
+    sort: Annotated[StrOpt, Opt("--sort", "--objective", help="Column to rank by (default: step_time_s, or tokens_per_s_per_gpu when several --gbs are searched).")] = None,
     descending: Annotated[Optional[bool], Opt("--descending/--ascending", help="Ranking direction.")] = None,
     pareto: Annotated[StrOpt, Opt(help="Pareto front of two columns, e.g. step_time_s,mem_gb.")] = None,
     fmt: Annotated[str, Opt("--format", "-f", help="table, csv, json, parquet or markdown.")] = "table",
@@ -135,9 +135,9 @@ def enumerate_cmd(
         heads=ints(heads), **_model_fields(kv_heads=kv_heads, ffn_hidden=ffn_hidden, activation=activation,
                                            vocab=vocab, seq_len=seq_len, experts=experts, topk=topk),
         tp=tp, pp=pp, vpp=vpp, cp=cp, ep=ep, mbs=mbs, gbs=gbs, zero_stage=zero_stage,
-        recompute=[r for r in recompute.split(",") if r], precision=precision, profile=profile,
+        recompute=[r for r in recompute.split(",") if r], precision=precision, profile=profile, framework=framework,
         headroom=headroom, train_tokens=tokens, rampup=rampup, objective=sort, descending=descending,
-        progress=progress and sys.stderr.isatty(), with_stats=True,
+        progress=progress and sys.stderr.isatty(), with_stats=True, cap=cap,
     )
     if sequence_parallel is not None and sequence_parallel != "both":
         kw["sequence_parallel"] = sequence_parallel
@@ -157,10 +157,11 @@ def enumerate_cmd(
         if e.message.startswith("`objective`"):
             e.message = "`sort`" + e.message[len("`objective`"):]
         raise
-    _header("enumerate", st["model"], gpu, nodes, st if (stats or fmt == "table") else None, named=model is not None,
-            network=inter_node_gbs)
+    _header(st["resolved"], st if (stats or fmt == "table") else None, kind="enumerate", network=inter_node_gbs)
+    if df.height >= int(spec.positive_int("cap", cap, maximum=100_000_000)) and top_k is None and not pareto:
+        _stderr(f"output capped at {df.height:,} rows (--cap to change, --top K for the best K)")
     if stats and fmt != "table":
-        _stderr(str(st))
+        _stderr(str({k: v for k, v in st.items() if k != "resolved"}))
     if df.height == 0:
         _stderr("no feasible configuration: every candidate broke a rule or ran out of memory (see pruned above)")
         raise typer.Exit(1)
@@ -187,21 +188,22 @@ def evaluate_cmd(
     experts: Annotated[StrOpt, Opt(help="Routed experts (MoE).")] = None,
     topk: Annotated[StrOpt, Opt(help="Experts per token (MoE).")] = None,
     dp: Annotated[StrOpt, Opt(help="Data-parallel degree (default: GPUs / (tp*pp*cp)).")] = None,
-    tp: Annotated[str, Opt(help="Tensor-parallel degree.")] = "1",
-    pp: Annotated[str, Opt(help="Pipeline degree.")] = "1",
-    vpp: Annotated[str, Opt(help="Virtual pipeline stages per rank.")] = "1",
-    cp: Annotated[str, Opt(help="Context-parallel degree.")] = "1",
-    ep: Annotated[str, Opt(help="Expert-parallel degree.")] = "1",
-    mbs: Annotated[str, Opt(help="Micro batch size.")] = "1",
-    gbs: Annotated[str, Opt(help="Global batch size (samples).")] = "2048",
-    zero_stage: Annotated[str, Opt(help="ZeRO stage.")] = "1",
-    recompute: Annotated[str, Opt(help="none, selective or full.")] = "full",
-    sequence_parallel: Annotated[bool, Opt("--sequence-parallel/--no-sequence-parallel")] = False,
-    precision: Annotated[str, Opt(help="fp32, fp16, bf16 or fp8.")] = "bf16",
-    flash_attention: Annotated[StrOpt, Opt(help="true/false (default: the profile's).")] = None,
+    tp: Annotated[StrOpt, Opt(help="Tensor-parallel degree (default 1).")] = None,
+    pp: Annotated[StrOpt, Opt(help="Pipeline degree (default 1).")] = None,
+    vpp: Annotated[StrOpt, Opt(help="Virtual pipeline stages per rank (default 1).")] = None,
+    cp: Annotated[StrOpt, Opt(help="Context-parallel degree (default 1).")] = None,
+    ep: Annotated[StrOpt, Opt(help="Expert-parallel degree (default 1).")] = None,
+    mbs: Annotated[StrOpt, Opt(help="Micro batch size (default 1).")] = None,
+    gbs: Annotated[StrOpt, Opt(help="Global batch size, samples (default 2048).")] = None,
+    zero_stage: Annotated[StrOpt, Opt(help="ZeRO stage (default 1).")] = None,
+    recompute: Annotated[StrOpt, Opt(help="none, selective or full (default selective).")] = None,
+    sequence_parallel: Annotated[StrOpt, Opt(help="true or false (default: true when tp > 1).")] = None,
+    precision: Annotated[StrOpt, Opt(help="fp32, fp16, bf16 or fp8 (default bf16).")] = None,
+    flash_attention: Annotated[StrOpt, Opt(help="true/false (default: the framework's).")] = None,
     profile: Annotated[StrOpt, Opt(help="Efficiency profile.")] = None,
+    framework: FrameworkOpt = None,
     headroom: Annotated[str, Opt(help="Memory kept free, fraction of the GPU (default 0: the model is within ~5%; check warns above 95%).")] = "0",
-    tokens: Annotated[str, Opt(help="Training tokens for gpu-hours / days.")] = "1e12",
+    tokens: Annotated[str, Opt(help="Training tokens for gpu-hours / days (1e12, 2T).")] = "1e12",
     fmt: Annotated[str, Opt("--format", "-f", help="table, csv, json or markdown.")] = "table",
 ) -> None:
     """Score one configuration, with its memory per pipeline stage."""
@@ -210,31 +212,34 @@ def evaluate_cmd(
                               inter_node_gbs=inter_node_gbs, dp=dp, tp=tp, pp=pp, vpp=vpp,
                               cp=cp, ep=ep, mbs=mbs, gbs=gbs, zero_stage=zero_stage, recompute=recompute,
                               sequence_parallel=sequence_parallel, precision=precision, profile=profile,
-                              headroom=headroom, train_tokens=tokens, stages=True,
+                              framework=framework, headroom=headroom, train_tokens=tokens, stages=True,
                               **_model_fields(layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
                                               ffn_hidden=ffn_hidden, activation=activation, vocab=vocab,
                                               seq_len=seq_len, experts=experts, topk=topk))
     if flash_attention is not None:
         kw["flash_attention"] = flash_attention
     row, stages = toposcan.evaluate(model, **kw)
+    r = row.row(0, named=True)
     if fmt in ("csv", "json"):
         render.write(row, fmt, None)
+        if r["reject"]:
+            raise typer.Exit(1)
         return
-    r = row.row(0, named=True)
-    _header("evaluate", r["model"], gpu, nodes, named=model is not None, network=inter_node_gbs)
+    _stderr(f"evaluate: model `{r['model']}`, gpu `{gpu}` x {r['gpus']}, framework `{r['framework']}` "
+            f"(profile `{r['profile']}`)" + (f"; defaulted: {r['defaulted']}" if r["defaulted"] else ""))
     lines = [
         f"params            {r['params']:,} ({r['params_active']:,} active)",
         f"dp tp pp          {r['dp']} x {r['tp']} x {r['pp']} (vpp {r['vpp']}, cp {r['cp']}, ep {r['ep']}) = {r['gpus']} GPUs",
         f"batch             mbs {r['mbs']}, gbs {r['gbs']}, {r['grad_accum']} micro batches per replica",
         f"step time         {r['step_time_s']:.3f} s (bubble {r['bubble_fraction']:.1%})",
         "  spent on        " + render.breakdown(r),
-        f"TFLOP/s per GPU   {r['tflops_per_gpu']:.1f} (Megatron-DeepSpeed formula)",
-        f"MFU / HFU         {r['mfu']:.1%} / {r['hfu']:.1%}",
+        f"TFLOP/s per GPU   {r['tflops_per_gpu']:.1f} (Megatron formula: every matmul, full s^2 attention)",
+        f"MFU / HFU         {r['mfu']:.1%} / {r['hfu']:.1%} (causal attention counted once, dense 16-bit peak)",
         f"tokens/s/GPU      {r['tokens_per_s_per_gpu']:,.0f}",
         f"peak memory       {r['mem_gb']:.1f} GiB on stage {r['mem_stage']} "
         f"({'fits' if r['fits'] else 'DOES NOT FIT'} with {float(headroom):.0%} headroom)",
         f"energy            {r['energy_j_per_token']:.3f} J/token; {r['gpu_hours']:,.0f} GPU-hours, "
-        f"{r['train_days']:.1f} days for {float(tokens):.3g} tokens",
+        f"{r['train_days']:.1f} days for {spec.positive_float('tokens', tokens):.3g} tokens",
     ]
     warn = toposcan.explain_warnings(int(r["warnings"]))
     if warn:
@@ -287,6 +292,7 @@ def check_cmd(
     inter_node_gbs: InterOpt = None,
     model: Annotated[StrOpt, Opt("--model", "-m", help="Catalog model for fields the file leaves out.")] = None,
     profile: Annotated[StrOpt, Opt(help="Efficiency profile.")] = None,
+    framework: FrameworkOpt = None,
     strict: Annotated[bool, Opt("--strict", help="Exit 3 when a warning fires.")] = False,
     max_slowdown: Annotated[str, Opt(help="Warn when the best topology is this much faster (fraction).")] = "0.1",
     tokens: Annotated[StrOpt, Opt(help="Training tokens for the time-to-train line.")] = None,
@@ -300,7 +306,8 @@ def check_cmd(
             raise _InputError(f"`format` must be one of {{text, json}}, got `{fmt}`", code="invalid_value")
         report = toposcan.check(file, args=args, nodes=nodes, gpu=gpu, gpus_per_node=gpus_per_node,
                                 intra_node_gbs=intra_node_gbs, inter_node_gbs=inter_node_gbs, model=model,
-                                profile=profile, max_slowdown=max_slowdown, train_tokens=tokens)
+                                profile=profile, framework=framework, max_slowdown=max_slowdown,
+                                train_tokens=tokens)
     except ToposcanError as e:
         sys.stderr.write(f"error: {e.message}\n")
         if e.hint:
@@ -388,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"error: {e.message}\n")
         if e.hint:
             sys.stderr.write(f"\nhint: {e.hint}\n")
-        return 1
+        return 2
     except typer.Exit as e:
         return int(e.exit_code or 0)
     except typer.Abort:

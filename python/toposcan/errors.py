@@ -7,6 +7,22 @@ message that names the field, the value and what is allowed, and an optional ``h
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
+
+def show(value: Any, *, quote: bool = False) -> str:
+    """``value`` as a message prints it: on one line (line breaks escaped) and at most 120 characters."""
+    if isinstance(value, int) and value.bit_length() > 332:  # str() refuses ints over 4300 digits
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    try:
+        text = repr(value) if quote else str(value)
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the real error
+        text = f"<{type(value).__name__}>"
+    if not text.isprintable():
+        text = repr(text)[1:-1]
+    return text if len(text) <= 120 else text[:119] + "…"
+
 
 class ToposcanError(Exception):
     """Base class: a user-facing error with a stable code and an optional hint."""

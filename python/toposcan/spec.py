@@ -14,6 +14,7 @@ from typing import Any
 
 from toposcan import catalog
 from toposcan.errors import InputError
+from toposcan.errors import show as _show  # noqa: F401 - the name callers use
 
 #: Model used when none is given: BLOOM-176B, the model of seeds/001's 48-node A100 study.
 DEFAULT_MODEL = "bloom-176b"
@@ -31,19 +32,6 @@ MODEL_FIELDS = ("layers", "hidden", "heads", "kv_heads", "ffn_hidden", "activati
 GIB = 1024**3
 
 
-def _show(value: Any, *, quote: bool = False) -> str:
-    """``value`` as a message prints it: on one line (line breaks escaped) and at most 120 characters."""
-    if isinstance(value, int) and value.bit_length() > 332:  # str() refuses ints over 4300 digits
-        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
-    try:
-        text = repr(value) if quote else str(value)
-    except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the real error
-        text = f"<{type(value).__name__}>"
-    if not text.isprintable():
-        text = repr(text)[1:-1]
-    return text if len(text) <= 120 else text[:119] + "…"
-
-
 def positive_int(name: str, value: Any, *, minimum: int = 1, maximum: int = MAX_INT) -> int:
     """An integer in [minimum, maximum]; bools, NaN, fractions and strings that are not integers fail."""
     if isinstance(value, bool):
@@ -51,9 +39,10 @@ def positive_int(name: str, value: Any, *, minimum: int = 1, maximum: int = MAX_
     if isinstance(value, str):
         text = value.strip().replace("_", "")
         try:
-            value = int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
+            value = int(text) if re.fullmatch(r"[+-]?\d+", text) else _human(text, binary=True)
         except ValueError:
-            raise InputError(f"`{name}` must be an integer, got `{_show(value)}`", code="invalid_value") from None
+            raise InputError(f"`{name}` must be an integer (suffixes k, M, G allowed: 128k = 131072), "
+                             f"got `{_show(value)}`", code="invalid_value") from None
     if isinstance(value, float):
         if not math.isfinite(value) or value != int(value):
             raise InputError(f"`{name}` must be an integer, got {value}", code="invalid_value")
@@ -67,12 +56,28 @@ def positive_int(name: str, value: Any, *, minimum: int = 1, maximum: int = MAX_
     return value
 
 
+#: Size suffixes. Counts of tokens in a sequence, samples or units are binary as people write
+#: them (a 128k context is 131072 tokens); budgets of tokens and parameters decimal (1T = 1e12).
+_BINARY = {"k": 2**10, "m": 2**20, "g": 2**30}
+_DECIMAL = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+
+
+def _human(text: str, *, binary: bool) -> float:
+    """``"128k"``, ``"1M"``, ``"2e12"``, ``"7B"`` as a number; ValueError when it is none."""
+    t = text.strip().replace("_", "")
+    table = _BINARY if binary else _DECIMAL
+    if t and t[-1].lower() in table:
+        return float(t[:-1]) * table[t[-1].lower()]
+    return float(t)
+
+
 def positive_float(name: str, value: Any, *, minimum: float = 0.0, maximum: float = math.inf,
                    inclusive_min: bool = False) -> float:
+    """A finite number in range; strings may carry a decimal suffix (``1T``, ``7B``, ``2e12``)."""
     if isinstance(value, bool):
         raise InputError(f"`{name}` must be a number, got {value}", code="invalid_value")
     try:
-        v = float(value)
+        v = _human(value, binary=False) if isinstance(value, str) else float(value)
     except OverflowError:  # an int too large for a float
         v = math.inf
     except (TypeError, ValueError):

@@ -123,7 +123,7 @@ def seed001_config(r: dict[str, str]) -> dict[str, Any] | None:
     # 2211.05100, section 3.4), 6.25 GB/s per GPU, a quarter of the DGX build the catalog holds.
     return dict(model="bloom-176b", hidden=hidden, layers=layers, heads=heads, gpu="a100-80", nodes=nodes,
                 gpus_per_node=8, inter_node_gbs=JEAN_ZAY_NETWORK_GBS, dp=dp, tp=tp, pp=pp, mbs=int(r["mbs"]), gbs=gbs,
-                zero_stage=int(r["zero_stage"] or 1), recompute="full",
+                zero_stage=int(r["zero_stage"] or 1), sequence_parallel=False, recompute="full",
                 precision=r["precision"] or "fp16", profile="megatron-deepspeed-a100", _line=line)
 
 
@@ -177,7 +177,7 @@ def seed002_cases(table: str | None = None) -> list[Case]:
         mbs, ga = int(r["mbs"]), int(r["grad_accum"])
         kw = dict(model=f"mpt-{r['model']}", seq_len=seq, gpu=SEED002_GPU[r["gpu"]], nodes=max(1, gpus // 8),
                   gpus_per_node=min(8, gpus), dp=gpus, tp=1, pp=1, mbs=mbs, gbs=mbs * ga * gpus, zero_stage=3,
-                  recompute="full" if r["act_ckpt"] == "true" else "none", precision=prec,
+                  sequence_parallel=False, recompute="full" if r["act_ckpt"] == "true" else "none", precision=prec,
                   profile=SEED002_PROFILE[r["table"]], flash_attention=True)
         label = f"mpt-{r['model']} s{seq} x{gpus} mbs{mbs} ga{ga} {'ckpt' if r['act_ckpt'] == 'true' else ''}"
         out.append(Case(f"seed002-{r['table']}", r["table"], int(r["line"]), label, kw,
@@ -210,7 +210,7 @@ def narayanan2021_cases() -> list[Case]:
         tp, pp, mbs, vpp = int(r["tp"]), int(r["pp"]), int(r["mbs"]), int(r["vpp"])
         kw = dict(layers=layers, hidden=h, heads=int(r["heads"]), vocab=50257, seq_len=s, gpu="a100-80",
                   nodes=gpus // 8, gpus_per_node=8, dp=gpus // (tp * pp), tp=tp, pp=pp, vpp=vpp, mbs=mbs, gbs=gbs,
-                  zero_stage=0, recompute="full", precision="fp16", flash_attention=False, profile=NARAYANAN_PROFILE)
+                  zero_stage=0, sequence_parallel=False, recompute="full", precision="fp16", flash_attention=False, profile=NARAYANAN_PROFILE)
         label = f"{r['params_b']}B h{h} l{layers} tp{tp} pp{pp} v{vpp} dp{gpus // (tp * pp)} mbs{mbs}"
         out.append(Case("narayanan2021", r["table"], int(r["row"]), label, kw, step, "s",
                         {"tflops": float(r["tflops_per_gpu"])}))
@@ -231,7 +231,7 @@ def h200_config(r: dict[str, str]) -> dict[str, Any]:
                     kv_heads=int(r["kv_heads"]), ffn_hidden=int(r["ffn_hidden"]))
     return dict(layers=int(r["layers"]), hidden=int(r["hidden"]), heads=int(r["heads"]), vocab=int(r["vocab"]),
                 seq_len=int(r["seq_len"]), gpu="h200", nodes=1, gpus_per_node=1, dp=1, tp=1, pp=1,
-                mbs=int(r["mbs"]), gbs=int(r["mbs"]), zero_stage=0, recompute=r["recompute"], precision="bf16",
+                mbs=int(r["mbs"]), gbs=int(r["mbs"]), zero_stage=0, sequence_parallel=False, recompute=r["recompute"], precision="bf16",
                 profile=H200_PROFILE, **arch)
 
 
@@ -393,7 +393,7 @@ def accounting_rows() -> list[dict[str, Any]]:
             continue
         kw = dict(hidden=2048, layers=24, heads=32, seq_len=1024, vocab=50257, gpu="v100-32", nodes=1,
                   gpus_per_node=int(r["dp"]) * int(r["tp"]) * int(r["pp"]), dp=int(r["dp"]), tp=int(r["tp"]),
-                  pp=int(r["pp"]), mbs=int(r["mbs"]), gbs=int(r["gbs"]), recompute=r["recompute"] or "full",
+                  pp=int(r["pp"]), mbs=int(r["mbs"]), gbs=int(r["gbs"]), sequence_parallel=False, recompute=r["recompute"] or "full",
                   precision="fp16")
         e = _evaluate(kw)
         gpus = kw["dp"] * kw["tp"] * kw["pp"]

@@ -1,0 +1,177 @@
+"""One resolution path: (model, gpu, framework / profile, precision, defaults) -> what the core scores.
+
+``evaluate``, ``enumerate``, ``check``, ``calibrate`` and ``validate`` all resolve their inputs here,
+so the same question gets the same model, profile and defaults in every command, and
+:meth:`Resolved.describe` says what was resolved and what was filled in by default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from toposcan import catalog, spec
+from toposcan.errors import InputError, show
+
+#: Training stacks, each a set of kernels, overlaps and memory layout (profiles.toml `framework`).
+FRAMEWORKS = ("megatron-core", "megatron-lm", "megatron-deepspeed", "deepspeed", "torchtitan", "llm-foundry",
+              "pytorch")
+
+#: Single-configuration defaults, the same in ``evaluate``, ``check`` (where the launch file is
+#: silent) and the CLI. Selective recompute and sequence parallelism (with tp > 1) are what
+#: Megatron-Core's and NeMo's recipes run, and what ``enumerate`` ranks first on every catalog model.
+DEFAULTS: dict[str, Any] = {
+    "tp": 1, "pp": 1, "vpp": 1, "cp": 1, "ep": 1, "mbs": 1, "gbs": spec.DEFAULT_GBS, "zero_stage": 1,
+    "recompute": "selective", "precision": "bf16", "uneven_stages": True,
+}
+
+
+@dataclass
+class Resolved:
+    """The inputs of one question as the core takes them, and where each came from."""
+
+    model: dict[str, Any]
+    label: str
+    cluster: dict[str, Any]
+    gpu: str
+    profile: dict[str, Any]
+    profile_entry: dict[str, Any]
+    profile_name: str
+    framework: str
+    #: How the profile was chosen ("given", "the framework's for <gpu>", "the gpu's default", ...).
+    profile_reason: str
+    #: Human notes on values filled in by default (model, strategy fields).
+    defaulted: list[str] = field(default_factory=list)
+
+    @property
+    def gpus(self) -> int:
+        return int(self.cluster["nodes"] * self.cluster["gpus_per_node"])
+
+    def describe(self, kind: str, network_given: bool = False) -> str:
+        """The one-line header every command prints: what was resolved, and what was defaulted."""
+        net = self.cluster["inter_node_bw"] / 1e9
+        parts = [f"{kind}: model `{self.label}`", f"gpu `{self.gpu}` x {self.gpus} ({self.cluster['nodes']} nodes)",
+                 f"framework `{self.framework}` (profile `{self.profile_name}`, {self.profile_reason})",
+                 f"{net:g} GB/s network per GPU" + ("" if network_given else " (the catalog's; --inter-node-gbs)")]
+        line = ", ".join(parts)
+        if self.defaulted:
+            line += "; defaulted: " + ", ".join(self.defaulted)
+        return line
+
+
+def framework_profile(framework: str | None, profile: str | None, gpu: str, precision: str | None = None
+                      ) -> tuple[str, str]:
+    """The profile to score with, and why: a named profile wins (and must belong to ``framework``
+    when both are given); else the framework's profile fitted on this GPU, or on the closest one;
+    else the GPU's default. An fp8 run uses the profile's ``-fp8`` sibling where one was fitted."""
+    if framework is not None:
+        framework = spec.choice("framework", framework, FRAMEWORKS)
+    if profile is not None and not (isinstance(profile, str) and not profile):
+        entry = catalog.profile_spec(profile)
+        if framework is not None and entry.get("framework") != framework:
+            raise InputError(f"`profile` `{show(profile)}` is a `{entry.get('framework')}` profile, not `{framework}`",
+                             code="invalid_value", hint="give one of them, or a profile of that framework (`topo profiles`)")
+        return str(profile), "given"
+    if framework is None:
+        name, why = spec.default_profile(gpu), "the gpu's default"
+    else:
+        own = [n for n in catalog.profile_names() if catalog.profile_spec(n).get("framework") == framework]
+        if not own:
+            have = sorted({str(catalog.profile_spec(n).get("framework")) for n in catalog.profile_names()})
+            raise InputError(f"`framework` `{framework}` has no fitted profile yet; one of: {', '.join(have)}",
+                             code="invalid_value")
+        fitted_here = [n for n in own if gpu in catalog.profile_spec(n).get("default_for", [])]
+        family = [n for n in own if _family(gpu) in {_family(g) for g in catalog.profile_spec(n).get("default_for", [])}]
+        name = (fitted_here or family or own)[0]
+        why = (f"the framework's for `{gpu}`" if fitted_here else
+               f"the framework's for {_family(gpu)} GPUs" if family else "the framework's only fit, on other hardware")
+    if precision == "fp8" and f"{name}-fp8" in catalog.profile_names():
+        return f"{name}-fp8", why + ", its fp8 fit"
+    return name, why
+
+
+def _family(gpu: str) -> str:
+    """The GPU generation a profile fitted on one card carries to (its constants are fractions of peaks)."""
+    g = gpu.lower()
+    for prefix, fam in (("a100", "ampere"), ("rtx-a", "ampere"), ("h1", "hopper"), ("h2", "hopper"),
+                        ("h8", "hopper"), ("gh", "hopper"), ("b", "blackwell"), ("gb", "blackwell"), ("mi", "cdna"),
+                        ("v100", "volta")):
+        if g.startswith(prefix):
+            return fam
+    return g
+
+
+def resolve(model: str | None, *, gpu: Any, nodes: Any, gpus_per_node: Any = None,
+            links: tuple[Any, Any] = (None, None), profile: str | None = None, framework: str | None = None,
+            precision: str | None = None, fields: dict[str, Any] | None = None) -> Resolved:
+    """Resolve the model, cluster and profile of one question (no strategy yet)."""
+    if not isinstance(gpu, str):
+        raise InputError(f"`gpu` must be a catalog name, got {show(gpu, quote=True)}", code="invalid_value",
+                         hint="`topo gpus` lists them")
+    model_d, label = spec.model_dict(model, fields or {})
+    cluster_d = spec.cluster_dict(gpu, nodes, gpus_per_node, *links)
+    name, why = framework_profile(framework, profile, gpu, precision)
+    prof_d, prof_entry = spec.profile_dict(name, gpu)
+    defaulted = []
+    if model is None and label == spec.DEFAULT_MODEL:
+        defaulted.append(f"model {label} (seeds/001's 48-node study)")
+    return Resolved(model_d, label, cluster_d, gpu, prof_d, prof_entry, name, str(prof_entry.get("framework")), why,
+                    defaulted)
+
+
+def strategy(r: Resolved, given: dict[str, Any]) -> dict[str, Any]:
+    """The core's strategy dict for one configuration: the values given, and :data:`DEFAULTS` for the
+    rest (recorded in ``r.defaulted``). ``dp`` defaults to GPUs / (tp*pp*cp); sequence parallelism
+    to on when tp > 1; flash attention to the framework's."""
+    def pick(key: str) -> Any:
+        v = given.get(key)
+        if v is None:
+            v = DEFAULTS[key]
+            if key in ("recompute", "zero_stage", "gbs", "mbs"):
+                r.defaulted.append(f"{key.replace('_', ' ')} {v}")
+        return v
+
+    tp = spec.positive_int("tp", pick("tp"), maximum=1 << 12)
+    pp = spec.positive_int("pp", pick("pp"), maximum=1 << 16)
+    cp = spec.positive_int("cp", pick("cp"), maximum=1 << 12)
+    gpus = r.gpus
+    if given.get("dp") is None:
+        if gpus % (tp * pp * cp):
+            raise InputError(f"tp*pp*cp = {tp * pp * cp} does not divide the cluster's {gpus} GPUs; give `dp`",
+                             code="gpus_mismatch")
+        dp = gpus // (tp * pp * cp)
+    else:
+        dp = spec.positive_int("dp", given["dp"], maximum=1 << 24)
+    sp_given = given.get("sequence_parallel")
+    if sp_given is None:
+        sp = tp > 1
+        r.defaulted.append(f"sequence parallel {'on' if sp else 'off'} (tp {tp})")
+    else:
+        sp = spec.boolean("sequence_parallel", sp_given)
+    flash = given.get("flash_attention")
+    return {
+        "dp": dp, "tp": tp, "pp": pp, "cp": cp,
+        "vpp": spec.positive_int("vpp", pick("vpp"), maximum=1 << 10),
+        "ep": spec.positive_int("ep", pick("ep"), maximum=1 << 16),
+        "mbs": spec.positive_int("mbs", pick("mbs"), maximum=1 << 20),
+        "gbs": spec.positive_int("gbs", pick("gbs"), maximum=spec.MAX_INT),
+        "zero_stage": spec.positive_int("zero_stage", pick("zero_stage"), minimum=0, maximum=3),
+        "recompute": spec.choice("recompute", pick("recompute"), spec.RECOMPUTE),
+        "sequence_parallel": sp,
+        "precision": spec.choice("precision", pick("precision"), spec.PRECISIONS),
+        "flash_attention": spec.boolean("flash_attention",
+                                        r.profile_entry["flash_attention"] if flash is None else flash),
+        "uneven_stages": spec.boolean("uneven_stages", pick("uneven_stages")),
+        **framework_settings(r.profile_entry),
+    }
+
+
+def framework_settings(prof_entry: dict[str, Any]) -> dict[str, Any]:
+    """The profile's framework settings the core takes with each strategy (or space)."""
+    return {"vocab_multiple": int(prof_entry["vocab_multiple"]), "fused_kernels": bool(prof_entry["fused_kernels"])}
+
+
+def default_vpp(prof_entry: dict[str, Any]) -> list[int]:
+    """Interleaving degrees to search when none are given: Megatron's schedules interleave
+    (``--num-layers-per-virtual-pipeline-stage``), the other frameworks' do not."""
+    return [1, 2, 4] if prof_entry.get("framework") in ("megatron-lm", "megatron-core") else [1]
