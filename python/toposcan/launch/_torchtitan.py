@@ -56,8 +56,8 @@ def load_toml(text: str, what: str) -> dict:
 
 
 def looks_like_torchtitan(doc: Any) -> bool:
-    return isinstance(doc, dict) and any(isinstance(doc.get(s), dict) for s in ("parallelism", "training")) and (
-        isinstance(doc.get("model"), dict) or isinstance(doc.get("parallelism"), dict))
+    return isinstance(doc, dict) and any(isinstance(doc.get(s), dict)
+                                         for s in ("parallelism", "training", "activation_checkpoint"))
 
 
 def _table(doc: dict, name: str) -> dict:
