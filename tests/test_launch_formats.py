@@ -354,3 +354,17 @@ def test_duplicate_yaml_keys_are_refused():
     merged = ("base: &base\n  d_model: 1024\n  n_layers: 24\n  n_heads: 16\n"
               "model:\n  <<: *base\n  name: mpt_causal_lm\n  n_layers: 32\n")
     assert parse_launch(merged, "mpt.yaml").spec["layers"] == 32
+
+
+@pytest.mark.parametrize("text", [
+    "-" * 200_000 + " argumentX\n",  # a long line of dashes: a `.*-{4,}` banner regex backtracks quadratically
+    "------------------------ arguments ------------------------\n" + "-" * 300_000 + " end of argumentsX",
+    "model.num_layers=1 " * 40_000,  # an override file near the size limit
+])
+def test_new_format_detection_stays_linear(text):
+    start = time.perf_counter()
+    try:
+        parse_launch(text)
+    except ParseError as exc:
+        check_error(exc)
+    assert time.perf_counter() - start < 10  # 0.2-1.7 s here; the quadratic banner match took minutes

@@ -216,8 +216,33 @@ def check_text(text: Any, what: str) -> str:
     return text.replace("\r\n", "\n")
 
 
-_LOG_HEADER = re.compile(r"^.*-{4,} ?arguments ?-{4,}[ \t]*$", re.M)
-_LOG_END = re.compile(r"^.*-{4,} ?end of arguments ?-{4,}[ \t]*$", re.M)
+#: Longest line taken for a header or end line of a printed argument block (Megatron's are about 60
+#: characters plus a rank or time prefix); longer lines are not examined, which keeps the matching linear.
+MAX_BANNER_CHARS = 300
+_BANNER = {
+    False: (re.compile(r"-{4} ?arguments ?-{4}"), re.compile(r"(.*?)-{4,} ?arguments ?-{4,}[ \t]*")),
+    True: (re.compile(r"-{4} ?end of arguments ?-{4}"), re.compile(r"(.*?)-{4,} ?end of arguments ?-{4,}[ \t]*")),
+}
+
+
+def banner_lines(text: str, *, end: bool = False, start: int = 0):
+    """The header lines (``end=True``: end lines) of Megatron's printed argument block in ``text`` from
+    offset ``start``, as (line start, line end, the prefix before the dashes), in order."""
+    seek, whole = _BANNER[end]
+    pos = start
+    while True:
+        match = seek.search(text, pos)
+        if match is None:
+            return
+        begin = text.rfind("\n", 0, match.start()) + 1
+        stop = text.find("\n", match.end())
+        stop = len(text) if stop < 0 else stop
+        pos = stop + 1
+        line = text[begin:stop].rstrip("\r")
+        if len(line) <= MAX_BANNER_CHARS:
+            found = whole.fullmatch(line)
+            if found is not None:
+                yield begin, stop, found.group(1)
 
 
 def _file_type(mode: int) -> str:
@@ -276,13 +301,13 @@ def read_launch_file(path: Any) -> str:
             os.close(fd)
     if len(text) > MAX_INPUT_CHARS:
         head = text[:MAX_INPUT_CHARS]
-        start = _LOG_HEADER.search(head)
-        end = _LOG_END.search(head, start.end()) if start else None
+        first = next(banner_lines(head), None)
+        end = next(banner_lines(head, end=True, start=first[1]), None) if first else None
         if end is None:
             raise ParseError(
                 f"`{shown}` has more than {MAX_INPUT_CHARS} characters; at most {MAX_INPUT_CHARS} are read",
                 code="too_large",
                 hint="a launch script or config is a few KiB; check that the right file was given",
             )
-        text = head[: end.end()]
+        text = head[: end[1]]
     return text

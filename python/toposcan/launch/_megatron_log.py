@@ -20,11 +20,11 @@ from __future__ import annotations
 import re
 
 from ..errors import ParseError
-from ._common import Result, short
+from ._common import MAX_BANNER_CHARS, Result, banner_lines, short
 from . import _megatron
 
-_HEADER = re.compile(r"^(.*?)-{4,} ?arguments ?-{4,}[ \t]*$")
-_END = re.compile(r"-{4,} ?end of arguments ?-{4,}[ \t]*$")
+_HEADER = re.compile(r"(.*?)-{4,} ?arguments ?-{4,}[ \t]*")
+_END = re.compile(r".*?-{4,} ?end of arguments ?-{4,}[ \t]*")
 _LINE = re.compile(r"\s+([A-Za-z_][A-Za-z0-9_]*) (?:\.+ ?| )(.*)")
 
 #: Destinations whose printed value is the inverse of a Megatron switch (``store_false`` arguments).
@@ -35,11 +35,19 @@ _RENAMED = {"fp8": "fp8-format"}
 
 def looks_like_log(text: str) -> bool:
     """Whether ``text`` holds a printed argument block (a header line followed by ``name ... value`` lines)."""
-    for match in re.finditer(r"^.*-{4,} ?arguments ?-{4,}[ \t]*$", text, re.M):
-        following = text[match.end() + 1 : match.end() + 400].split("\n", 2)[:2]
-        if any(_LINE.fullmatch(_strip(line, _HEADER.match(match.group(0)).group(1))) for line in following):
+    if "arguments" not in text:
+        return False
+    for _, stop, prefix in banner_lines(text):
+        following = text[stop + 1 : stop + 400].split("\n", 2)[:2]
+        if any(_LINE.fullmatch(_strip(line, prefix)) for line in following):
             return True
     return False
+
+
+def _banner(line: str, pattern: re.Pattern) -> re.Match | None:
+    """``pattern`` matched on a short line only (long lines would make the backtracking quadratic)."""
+    line = line.rstrip()
+    return pattern.fullmatch(line) if len(line) <= MAX_BANNER_CHARS and "arguments" in line else None
 
 
 def _strip(line: str, prefix: str) -> str:
@@ -58,7 +66,7 @@ def _blocks(text: str) -> list[tuple[int, dict[str, str], int, bool]]:
     out = []
     i = 0
     while i < len(lines):
-        header = _HEADER.match(lines[i].rstrip())
+        header = _banner(lines[i], _HEADER)
         if header is None or "end of arguments" in lines[i]:
             i += 1
             continue
@@ -70,11 +78,11 @@ def _blocks(text: str) -> list[tuple[int, dict[str, str], int, bool]]:
         i += 1
         while i < len(lines):
             raw = lines[i]
-            if _END.search(raw):
+            if _banner(raw, _END):
                 ended = True
                 i += 1
                 break
-            if _HEADER.match(raw.rstrip()):
+            if _banner(raw, _HEADER) and "end of arguments" not in raw:
                 break  # a new block began before this one ended (a restart)
             match = _LINE.fullmatch(_strip(raw, prefix))
             if match is None:
