@@ -190,7 +190,10 @@ def _parse(text: str, filename: str | None, base_dir: str | None) -> Result:
 
 
 def parse_launch(text: str, filename: str | None = None, *, base_dir: str | None = None) -> LaunchConfig:
-    """Read a launch config: a Megatron launch script, a DeepSpeed JSON config or an llm-foundry YAML.
+    """Read a launch config: a Megatron launch script or argument file, a training log with Megatron's
+    printed argument block, a DeepSpeed JSON config, an llm-foundry YAML, NeMo 2 / Megatron-Bridge recipe
+    overrides or a torchtitan TOML job config. To read a file from disk, use :func:`parse_file` (or
+    :func:`read_launch_file` first): it refuses devices and FIFOs and reads with a bound.
 
     ``filename`` only names the file in messages and breaks ties in :func:`detect_kind`. ``base_dir`` is
     where a ``--deepspeed_config PATH`` named by a script is looked for (unless the script writes it).
@@ -235,10 +238,12 @@ def _argv(argv: str | list[str]) -> list[str]:
 
 
 def parse_args(argv: str | list[str]) -> LaunchConfig:
-    """Read a plain Megatron argument list, as given to ``topo check --args "..."``.
+    """Read a plain Megatron argument list, as given to ``topo check --args "..."``, or NeMo 2 /
+    Megatron-Bridge recipe overrides (``trainer.strategy.tensor_model_parallel_size=8 ...``; read as such
+    when no Megatron flag is among the arguments).
 
-    A string is split like a shell would (quotes work, nothing is expanded); a launcher and script in front
-    (``torchrun --nproc_per_node 8 pretrain_gpt.py ...``) are allowed.
+    A string is split like a shell would (quotes work, ``#`` starts a comment, nothing is expanded); a
+    launcher and script in front (``torchrun --nproc_per_node 8 pretrain_gpt.py ...``) are allowed.
     """
     return _to_config(_guard(_parse_argv, argv))
 
