@@ -72,7 +72,7 @@ def parse_fixture(name: str, **kwargs) -> LaunchConfig:
 def check_contract(cfg: LaunchConfig) -> None:
     """Every parse result has the documented shape: known keys, right types, allowed values."""
     assert isinstance(cfg, LaunchConfig)
-    assert cfg.kind in ("megatron", "deepspeed", "foundry")
+    assert cfg.kind in ("megatron", "deepspeed", "foundry", "nemo", "torchtitan")
     assert set(cfg.spec) <= SPEC_KEYS, set(cfg.spec) - SPEC_KEYS
     for key, value in cfg.spec.items():
         if key in INT_KEYS:
@@ -88,6 +88,11 @@ def check_contract(cfg: LaunchConfig) -> None:
     assert 0 <= cfg.spec.get("zero_stage", 0) <= 3
     assert all(isinstance(x, str) for x in cfg.ignored + cfg.notes)
     assert all("\n" not in x for x in cfg.notes)
+    assert cfg.model is None or isinstance(cfg.model, str)
+    assert cfg.max_position_embeddings is None or type(cfg.max_position_embeddings) is int
+    for finding in cfg.findings:
+        assert set(finding) == {"code", "status", "message", "fix"} and finding["status"] in ("fail", "warn")
+        assert "\n" not in finding["message"]
 
 
 def check_error(exc: ParseError) -> None:
@@ -709,7 +714,8 @@ parameters:
 
 # --------------------------------------------------------------------------------------------- properties
 
-FIXTURE_NAMES = sorted(p.name for p in FIXTURES.iterdir() if p.suffix in (".sh", ".slurm", ".yaml", ".json"))
+FIXTURE_NAMES = sorted(p.name for p in FIXTURES.iterdir()
+                       if p.suffix in (".sh", ".slurm", ".yaml", ".json", ".toml", ".txt", ".log"))
 FIXTURE_TEXTS = [fixture(n) for n in FIXTURE_NAMES]
 SHELLISH = st.text(alphabet=" \t\n\"'$`\\(){}[]#=;|&<>-_:.,*/+%!?@0123456789abcxyzNLAB", max_size=60)
 # The default run is derandomized (the same 300 examples on every run, so CI is repeatable);
@@ -727,7 +733,7 @@ def outcome(func, *args, **kwargs):
         check_error(exc)
         return ("error", exc.code, str(exc))
     if isinstance(cfg, str):  # detect_kind
-        assert cfg in ("megatron", "deepspeed", "foundry")
+        assert cfg in ("megatron", "deepspeed", "foundry", "nemo", "torchtitan")
         return ("ok", cfg)
     check_contract(cfg)
     return ("ok", dataclasses.asdict(cfg))

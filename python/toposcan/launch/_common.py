@@ -6,7 +6,10 @@ the value and what is allowed; nothing here raises any other exception type on u
 
 from __future__ import annotations
 
+import io
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,10 +169,18 @@ class Result:
     ignored: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     framework: str = ""  # "megatron-lm" or "megatron-deepspeed" for Megatron scripts, else empty
+    model: str | None = None  # a catalog model the file names (torchtitan flavor, NeMo recipe), if obvious
+    max_position_embeddings: int | None = None
+    world_size: int | None = None  # GPUs in the run, where the file states the total but not nodes x GPUs
+    findings: list[dict] = field(default_factory=list)  # gate findings: code, status, message, fix
 
     def note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)
+
+    def finding(self, code: str, status: str, message: str, fix: str = "") -> None:
+        """A problem the launch would hit that the gate should report (``status`` "fail" or "warn")."""
+        self.findings.append({"code": code, "status": status, "message": message, "fix": fix})
 
 
 def check_text(text: Any, what: str) -> str:
@@ -203,3 +214,100 @@ def check_text(text: Any, what: str) -> str:
     if controls * 10 > len(sample):
         raise ParseError(f"{what} is binary data, not text", code="binary")
     return text.replace("\r\n", "\n")
+
+
+#: Longest line taken for a header or end line of a printed argument block (Megatron's are about 60
+#: characters plus a rank or time prefix); longer lines are not examined, which keeps the matching linear.
+MAX_BANNER_CHARS = 300
+_BANNER = {
+    False: (re.compile(r"-{4} ?arguments ?-{4}"), re.compile(r"(.*?)-{4,} ?arguments ?-{4,}[ \t]*")),
+    True: (re.compile(r"-{4} ?end of arguments ?-{4}"), re.compile(r"(.*?)-{4,} ?end of arguments ?-{4,}[ \t]*")),
+}
+
+
+def banner_lines(text: str, *, end: bool = False, start: int = 0):
+    """The header lines (``end=True``: end lines) of Megatron's printed argument block in ``text`` from
+    offset ``start``, as (line start, line end, the prefix before the dashes), in order."""
+    seek, whole = _BANNER[end]
+    pos = start
+    while True:
+        match = seek.search(text, pos)
+        if match is None:
+            return
+        begin = text.rfind("\n", 0, match.start()) + 1
+        stop = text.find("\n", match.end())
+        stop = len(text) if stop < 0 else stop
+        pos = stop + 1
+        line = text[begin:stop].rstrip("\r")
+        if len(line) <= MAX_BANNER_CHARS:
+            found = whole.fullmatch(line)
+            if found is not None:
+                yield begin, stop, found.group(1)
+
+
+def _file_type(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def read_launch_file(path: Any) -> str:
+    """The text of the launch file at ``path``, read with a bound before anything else looks at it.
+
+    Only a regular file is opened for reading (a FIFO, device, socket or directory is refused with a
+    one-line :class:`ParseError` naming the path, before any byte is read: ``/dev/zero`` would stream
+    forever and a FIFO would block), and at most ``MAX_INPUT_CHARS + 1`` characters are read. A training
+    log longer than that is cut after Megatron's printed argument block when the block ends within the
+    limit (logs run to gigabytes; the block is at the top); any other file over the limit is refused.
+    """
+    try:
+        name = os.fspath(path)
+    except TypeError:
+        raise ParseError(f"a launch file path must be a string, got a `{type(path).__name__}`",
+                         code="invalid_input") from None
+    if isinstance(name, bytes):
+        name = os.fsdecode(name)
+    shown = short(name, 120)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        # O_NONBLOCK: opening a FIFO that has no writer would block here; the type check comes after
+        fd = os.open(name, flags)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else short(str(exc))
+        raise ParseError(f"cannot read `{shown}`: {reason}", code="unreadable") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ParseError(f"`{shown}` is {_file_type(mode)}, not a regular file; give a launch script or config file",
+                             code="not_a_file")
+        raw = io.FileIO(fd, "rb", closefd=True)
+        fd = -1
+        with io.TextIOWrapper(io.BufferedReader(raw), encoding="utf-8", errors="strict", newline="") as handle:
+            text = handle.read(MAX_INPUT_CHARS + 1)
+    except UnicodeDecodeError:
+        raise ParseError(f"`{shown}` is not UTF-8 text", code="binary") from None
+    except OSError as exc:
+        raise ParseError(f"cannot read `{shown}`: {exc.strerror or short(str(exc))}", code="unreadable") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    if len(text) > MAX_INPUT_CHARS:
+        head = text[:MAX_INPUT_CHARS]
+        first = next(banner_lines(head), None)
+        end = next(banner_lines(head, end=True, start=first[1]), None) if first else None
+        if end is None:
+            raise ParseError(
+                f"`{shown}` has more than {MAX_INPUT_CHARS} characters; at most {MAX_INPUT_CHARS} are read",
+                code="too_large",
+                hint="a launch script or config is a few KiB; check that the right file was given",
+            )
+        text = head[: end[1]]
+    return text

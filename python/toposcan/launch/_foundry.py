@@ -43,15 +43,51 @@ _USED_MODEL = frozenset({
 _USED_FSDP = frozenset({"sharding_strategy", "activation_checkpointing", "activation_cpu_offload", "cpu_offload"})
 
 
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    """A mapping names the same key twice (YAML 1.2 forbids it; PyYAML keeps the last one silently)."""
+
+    def __init__(self, key: Any, first: yaml.Mark, again: yaml.Mark) -> None:
+        super().__init__(None, None, "duplicate key", again)
+        self.key, self.first, self.again = key, first, again
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``SafeLoader`` that refuses duplicate keys in a mapping (merge keys ``<<`` are still allowed)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                try:
+                    key = self.construct_object(key_node)
+                    hash(key)
+                except (yaml.YAMLError, TypeError, ValueError):
+                    continue  # the base constructor reports what is wrong with this key
+                if key in seen:
+                    raise _DuplicateKey(key, seen[key], key_node.start_mark)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(text: str, what: str) -> Any:
-    """``yaml.safe_load`` with every failure turned into a one-line ParseError.
+    """``yaml.safe_load`` with every failure turned into a one-line ParseError; a key given twice in one
+    mapping is refused (PyYAML would keep the last value without a word, so an edit that adds a second
+    ``global_train_batch_size:`` lower in the file silently wins).
 
     The pure-Python ``SafeLoader`` is used on purpose: libyaml's ``CSafeLoader`` recurses in C and crashes
     the interpreter (SIGSEGV) on deeply nested input such as 100000 ``[``, where the Python loader raises
     ``RecursionError``. Its speed (about 150 KB/s) is ample for launch configs of a few KB.
     """
     try:
-        return yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader, see above
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader, see above
+    except _DuplicateKey as dup:
+        raise ParseError(
+            f"{what}: key `{short(dup.key)}` appears twice in one mapping (lines {dup.first.line + 1} "
+            f"and {dup.again.line + 1})",
+            code="duplicate_key",
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""

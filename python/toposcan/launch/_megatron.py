@@ -81,6 +81,8 @@ _BOOL_ARGS = frozenset({
 })
 
 _KNOWN = frozenset(_INT_ARGS) | frozenset(_VALUE_ARGS) | _BOOL_ARGS
+#: The argument names (without dashes) that :func:`read_args` reads, and the switches among them.
+KNOWN, BOOL_ARGS = _KNOWN, _BOOL_ARGS
 
 #: Arguments that say what the model or its parallel layout is; a command with none of them is not training.
 _MODEL_ARGS = frozenset(_INT_ARGS) | {"num-experts", "num-query-groups", "rampup-batch-size"}
@@ -161,8 +163,12 @@ def _seen(tokens: list[str]) -> set[str]:
 
 
 def read_args(tokens: list[str], res: Result, *, ds_launcher: bool = False,
-              files: dict[str, str] | None = None, base_dir: str | None = None) -> None:
-    """Map Megatron arguments onto ``res.spec``; unknown ones go to ``res.ignored``."""
+              files: dict[str, str] | None = None, base_dir: str | None = None, note_defaults: bool = True) -> None:
+    """Map Megatron arguments onto ``res.spec``; unknown ones go to ``res.ignored``.
+
+    ``note_defaults=False`` leaves out the note listing Megatron's defaults for absent arguments (for a
+    printed argument block, where an absent switch is a value Megatron printed, not a default).
+    """
     entries, stray = _scan(tokens)
     args: dict[str, tuple[str, list[str]]] = {}
     for flag, canon, values in entries:
@@ -256,9 +262,19 @@ def read_args(tokens: list[str], res: Result, *, ds_launcher: bool = False,
 
     # sequence length
     max_pos = integer("max-position-embeddings")
+    res.max_position_embeddings = max_pos
     if "seq_len" not in spec and max_pos is not None:
         spec["seq_len"] = max_pos
         res.note(f"seq_len {max_pos} from --max-position-embeddings (no --seq-length)")
+    elif max_pos is not None and spec["seq_len"] > max_pos:
+        # Megatron's validate_args asserts max_position_embeddings >= seq_length (any position type)
+        seq_flag = args["seq-length" if "seq-length" in args else "encoder-seq-length"][0]
+        res.finding(
+            "seq_len_exceeds_max_positions", "fail",
+            f"{seq_flag} {spec['seq_len']} is above {args['max-position-embeddings'][0]} {max_pos}: "
+            "Megatron's argument check stops the run (max_position_embeddings >= seq_length)",
+            "raise --max-position-embeddings to at least the sequence length, or shorten --seq-length",
+        )
 
     # model shape defaults and switches
     if flag("swiglu"):
@@ -415,7 +431,7 @@ def read_args(tokens: list[str], res: Result, *, ds_launcher: bool = False,
         spec["topk"] = 1 if ds_flag else 2
         defaults.append(f"topk {spec['topk']}")
 
-    if defaults:
+    if defaults and note_defaults:
         res.note("Megatron defaults where the arguments are silent: " + ", ".join(defaults))
 
 
@@ -617,6 +633,8 @@ class _Pick:
 
 def _pick_command(shell: Shell) -> _Pick | None:
     """The command line that runs training: the one with the most Megatron arguments (the last on a tie)."""
+    from . import _nemo  # imported here: _nemo builds on this module
+
     best: _Pick | None = None
     best_score = -1
     candidates = 0
@@ -635,6 +653,8 @@ def _pick_command(shell: Shell) -> _Pick | None:
         seen = _seen(rest)
         if not (seen & _MODEL_ARGS) and not script.startswith("pretrain"):
             continue
+        if not (seen & _MODEL_ARGS) and any(_nemo.is_known(t) for t in rest):
+            continue  # a NeMo / Megatron-Bridge recipe script (pretrain_llama3_8b.py) given overrides
         candidates += 1
         score = len(seen & _KNOWN)
         if score >= best_score:
@@ -643,6 +663,19 @@ def _pick_command(shell: Shell) -> _Pick | None:
     if best is not None:
         best.candidates = candidates
     return best
+
+
+def _bare_lines(shell: Shell) -> _Pick | None:
+    """A file of bare Megatron arguments spread over several lines (``--num-layers 32`` on one line,
+    ``--hidden-size 4096 \\`` on the next, comments between): bash sees one command per line, but the
+    lines are one argument list. Read so only when no line runs a script."""
+    bare = [c for c in shell.commands if c.argv and c.argv[0].startswith("-") and not c.prefix]
+    if len(bare) < 2 or any(_script_index(c.argv) is not None for c in shell.commands):
+        return None
+    tokens = [t for c in bare for t in c.argv]
+    if not (_seen(tokens) & _MODEL_ARGS):
+        return None
+    return _Pick([], tokens, bare[0].line, "", 1)
 
 
 def parse_script(text: str, filename: str | None, base_dir: str | None) -> Result:
@@ -655,9 +688,15 @@ def parse_script(text: str, filename: str | None, base_dir: str | None) -> Resul
         env["SLURM_GPUS_ON_NODE"] = env["SLURM_GPUS_PER_NODE"] = str(batch["gpus_per_node"])
     shell = Shell(env)
     shell.run_text(text)
-    picked = _pick_command(shell)
+    bare = _bare_lines(shell)
+    picked = bare or _pick_command(shell)
     what = f"`{filename}`" if filename else "the script"
     if picked is None:
+        from . import _nemo  # imported here: _nemo builds on this module
+
+        found = _nemo.from_shell(shell, batch)
+        if found is not None:
+            return found
         raise ParseError(
             f"{what} has no training command: no line runs a Megatron script (e.g. `pretrain_gpt.py`) with "
             "model arguments such as `--num-layers`",
@@ -665,11 +704,14 @@ def parse_script(text: str, filename: str | None, base_dir: str | None) -> Resul
             hint="pass the arguments directly with `topo check --args \"...\"`",
         )
     launcher, rest, line, script = picked.launcher, picked.args, picked.line, picked.script
-    if picked.candidates > 1:
+    if bare is not None:
+        res.note(f"bare arguments on several lines from line {line} read as one argument list")
+    elif picked.candidates > 1:
         res.note(f"{picked.candidates} training commands found; the one on line {line} is used")
     if script and not script.startswith("pretrain_gpt") and script.startswith("pretrain_"):
         res.note(f"`{script}` is not pretrain_gpt.py; the model is costed as a GPT decoder")
-    res.note(f"training command on line {line}" + (f" runs `{script}`" if script else ""))
+    if bare is None:
+        res.note(f"training command on line {line}" + (f" runs `{script}`" if script else ""))
     ds_launcher = any(t.rsplit("/", 1)[-1] == "deepspeed" for t in launcher[:1])
     stated = _launcher_cluster(launcher, res)
     read_args(rest, res, ds_launcher=ds_launcher, files=shell.files, base_dir=base_dir)
