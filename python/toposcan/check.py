@@ -177,14 +177,8 @@ def check(
     else:
         if source is not None:
             path = Path(source)
-            try:
-                raw = path.read_bytes()
-            except OSError as e:
-                raise ParseError(f"cannot read `{source}`: {e.strerror}", code="unreadable") from None
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise ParseError(f"`{source}` is not UTF-8 text", code="unreadable") from None
+            # Bounded, and regular files only: /dev/zero or a FIFO fail before a byte is read.
+            text = launch.read_launch_file(path)
             cfg = launch.parse_launch(text, str(path), base_dir=str(path.parent))
             label = str(source)
         else:
@@ -199,10 +193,12 @@ def check(
 
 def _stack_framework(cfg: launch.LaunchConfig) -> str | None:
     """The framework a launch file runs: Megatron scripts say which fork (the parser records it),
-    llm-foundry YAMLs are Composer; a DeepSpeed JSON alone does not say (the GPU's default then)."""
-    if cfg.kind == "foundry":
-        return "llm-foundry"
-    return cfg.framework or None
+    NeMo 2 and Megatron-Bridge recipes run Megatron-Core, llm-foundry YAMLs are Composer; a DeepSpeed
+    JSON alone does not say (the GPU's default then). None where no profile of it is fitted yet."""
+    name = {"foundry": "llm-foundry"}.get(cfg.kind) or {"nemo-2": "megatron-core", "megatron-bridge": "megatron-core"
+                                                       }.get(cfg.framework, cfg.framework) or None
+    fitted = {catalog.profile_spec(n).get("framework") for n in catalog.profile_names()}
+    return name if name in fitted else None
 
 
 def _check_config(cfg: launch.LaunchConfig, label: str, *, nodes: Any, gpu: Any, gpus_per_node: Any,
@@ -217,14 +213,20 @@ def _check_config(cfg: launch.LaunchConfig, label: str, *, nodes: Any, gpu: Any,
     if gpu is None:
         raise InputError("the GPU is not in the file; give `--gpu` (see `topo gpus`)", code="missing_field")
     gpu_entry = catalog.gpu_spec(gpu)
+    gpn = gpus_per_node if gpus_per_node is not None else cfg.cluster.get("gpus_per_node", gpu_entry["gpus_per_node"])
     nodes = nodes if nodes is not None else cfg.cluster.get("nodes")
+    if nodes is None and cfg.world_size and cfg.world_size % spec.positive_int("gpus_per_node", gpn) == 0:
+        nodes = cfg.world_size // int(gpn)  # a log states the total only
+        notes.append(f"nodes {nodes} from the file's world size {cfg.world_size} / {gpn} GPUs per node")
     if nodes is None:
         raise InputError("the node count is not in the file; give `--nodes`", code="missing_field")
-    gpn = gpus_per_node if gpus_per_node is not None else cfg.cluster.get("gpus_per_node", gpu_entry["gpus_per_node"])
     max_slowdown = spec.positive_float("max_slowdown", max_slowdown, minimum=0.0, maximum=10.0, inclusive_min=True)
 
     fields = {k: sp.pop(k) for k in list(sp) if k in spec.MODEL_FIELDS}
     mismatched: list[str] = []
+    if model is None and cfg.model is not None:
+        model = cfg.model
+        notes.append(f"model `{model}` named by the file (its recipe or flavor); --model to change")
     if model is not None:
         fields, mismatched = _architecture(model, fields, set(getattr(cfg, "defaulted", ())), notes)
     if model is None and not all(k in fields for k in ("layers", "hidden", "heads")):
@@ -287,6 +289,7 @@ def _check_config(cfg: launch.LaunchConfig, label: str, *, nodes: Any, gpu: Any,
     config["gpus_per_node"] = int(gpn)
     config["profile"] = prof_name
 
+    checks.extend(Check(**f) for f in cfg.findings)  # what the file alone shows (e.g. seq > max positions)
     if mismatched:
         checks.append(Check("model_mismatch", "warn", f"the file and `{model}` disagree: " + "; ".join(mismatched)
                             + f" (scored as `{model}`)",

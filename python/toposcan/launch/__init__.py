@@ -44,6 +44,9 @@ class LaunchConfig:
     #: Gate findings the file alone shows, each a dict with ``code``, ``status`` ("fail" / "warn"),
     #: ``message`` and ``fix`` (the fields of ``toposcan.check.Check``), e.g. ``seq_len_exceeds_max_positions``.
     findings: list[dict] = field(default_factory=list)
+    #: spec keys filled with the framework's defaults because the file is silent on them (with
+    #: ``--model`` the catalog's architecture replaces these without a finding)
+    defaulted: set[str] = field(default_factory=set)
 
 
 _MEGATRON_MARKERS = re.compile(
@@ -163,7 +166,7 @@ def detect_kind(text: str, filename: str | None = None) -> str:
 def _to_config(res: Result) -> LaunchConfig:
     return LaunchConfig(kind=res.kind, spec=res.spec, cluster=res.cluster, ignored=res.ignored, notes=res.notes,
                         framework=res.framework, model=res.model, max_position_embeddings=res.max_position_embeddings,
-                        world_size=res.world_size, findings=res.findings)
+                        world_size=res.world_size, findings=res.findings, defaulted=set(res.defaulted))
 
 
 def _parse(text: str, filename: str | None, base_dir: str | None) -> Result:

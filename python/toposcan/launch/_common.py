@@ -173,6 +173,8 @@ class Result:
     max_position_embeddings: int | None = None
     world_size: int | None = None  # GPUs in the run, where the file states the total but not nodes x GPUs
     findings: list[dict] = field(default_factory=list)  # gate findings: code, status, message, fix
+    #: spec keys the parser filled with the framework's defaults (the file is silent on them)
+    defaulted: set[str] = field(default_factory=set)
 
     def note(self, text: str) -> None:
         if text not in self.notes:

@@ -285,6 +285,7 @@ def read_args(tokens: list[str], res: Result, *, ds_launcher: bool = False,
             res.note("--squared-relu is costed as a two-matrix MLP, like gelu")
         else:
             defaults.append("activation gelu")
+            res.defaulted.add("activation")
     position_type = one("position-embedding-type")
     if position_type is not None:
         mapping = {"learned_absolute": "learned", "absolute": "learned", "learned": "learned", "rope": "rope",
@@ -306,6 +307,7 @@ def read_args(tokens: list[str], res: Result, *, ds_launcher: bool = False,
     else:
         spec["position"] = "learned"
         defaults.append("position learned")
+        res.defaulted.add("position")
     norm = one("normalization")
     if norm is not None:
         mapped = {"layernorm": "layernorm", "rmsnorm": "rmsnorm"}.get(norm.lower())
@@ -318,17 +320,20 @@ def read_args(tokens: list[str], res: Result, *, ds_launcher: bool = False,
     else:
         spec["norm"] = "layernorm"
         defaults.append("norm layernorm")
+        res.defaulted.add("norm")
     if flag("disable-bias-linear"):
         spec["bias"] = False
     else:
         spec["bias"] = True
         if not flag("add-bias-linear"):
             defaults.append("bias on")
+            res.defaulted.add("bias")
     if flag("untie-embeddings-and-output-weights"):
         spec["tied_embeddings"] = False
     else:
         spec["tied_embeddings"] = True
         defaults.append("tied embeddings")
+        res.defaulted.add("tied_embeddings")
 
     # vocabulary
     _vocab(spec, res, integer, one)
@@ -430,6 +435,7 @@ def read_args(tokens: list[str], res: Result, *, ds_launcher: bool = False,
     if spec.get("experts", 1) > 1 and "topk" not in spec:
         spec["topk"] = 1 if ds_flag else 2
         defaults.append(f"topk {spec['topk']}")
+        res.defaulted.add("topk")
 
     if defaults and note_defaults:
         res.note("Megatron defaults where the arguments are silent: " + ", ".join(defaults))
