@@ -40,6 +40,15 @@ fn get<'py, T: for<'a> FromPyObject<'a, 'py>>(d: &Bound<'py, PyDict>, key: &str)
     }
 }
 
+/// `key` of `d`, or `default` when the dict does not carry it.
+fn get_or<'py, T: for<'a> FromPyObject<'a, 'py>>(d: &Bound<'py, PyDict>, key: &str, default: T) -> PyResult<T> {
+    if d.get_item(key)?.is_some() {
+        get(d, key)
+    } else {
+        Ok(default)
+    }
+}
+
 fn enum_of<T: Copy>(d: &Bound<'_, PyDict>, key: &str, options: &[(&str, T)]) -> PyResult<T> {
     choose(key, &get::<String>(d, key)?, options)
 }
@@ -90,6 +99,16 @@ fn model(d: &Bound<'_, PyDict>) -> PyResult<Model> {
         moe_ffn_hidden: get(d, "moe_ffn_hidden")?,
         dense_layers: get(d, "dense_layers")?,
         mla,
+        // Architecture fields newer than the dict shape: absent means the plain transformer.
+        moe_layer_every: get_or(d, "moe_layer_every", 1)?,
+        mtp_layers: get_or(d, "mtp_layers", 0)?,
+        qk_norm: get_or(d, "qk_norm", false)?,
+        attention_sinks: get_or(d, "attention_sinks", false)?,
+        router_bias: get_or(d, "router_bias", false)?,
+        qkv_bias: get_or(d, "qkv_bias", false)?,
+        sandwich_norm: get_or(d, "sandwich_norm", false)?,
+        sliding_window: get_or(d, "sliding_window", 0)?,
+        full_attention_every: get_or(d, "full_attention_every", 0)?,
     })
 }
 

@@ -114,7 +114,8 @@ impl Reject {
 
 /// Model-shape rules that do not depend on the strategy.
 pub fn check_shape(m: &Model) -> Option<Reject> {
-    if m.mla.is_none() && m.heads as u64 * m.head_dim as u64 != m.hidden as u64 {
+    // Only divisibility: a model may give its own head_dim (Qwen3: 16 heads of 128 on hidden 1024).
+    if m.mla.is_none() && !m.hidden.is_multiple_of(m.heads) {
         return Some(Reject::HiddenNotDivisibleByHeads);
     }
     None

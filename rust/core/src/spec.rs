@@ -59,6 +59,32 @@ pub struct Model {
     pub dense_layers: u32,
     /// `Some` for multi-head latent attention.
     pub mla: Option<Mla>,
+    /// Spacing of the MoE layers after the `dense_layers`: layer `i` carries routed experts when
+    /// `(i + 1) % moe_layer_every == 0`. 0 or 1: every one (DeepSeek, Mixtral, Qwen3-MoE); 2: every
+    /// other, the rest dense with `ffn_hidden` (Llama 4 Maverick's `interleave_moe_layer_step`).
+    pub moe_layer_every: u32,
+    /// Multi-token-prediction modules after the last layer (DeepSeek-V3 §2.2: 1). Each holds one
+    /// decoder layer of the last layer's kind, a `2h x h` projection and three norms, and shares
+    /// the word embedding and output head with the main model.
+    pub mtp_layers: u32,
+    /// Per-head RMSNorm on queries and keys (Qwen3 `q_norm`/`k_norm`): `2 * head_dim` weights a layer.
+    pub qk_norm: bool,
+    /// One learned sink logit per head (GPT-OSS): `heads` weights a layer.
+    pub attention_sinks: bool,
+    /// One router bias per expert (GPT-OSS's router `Linear` bias; DeepSeek-V3's
+    /// `e_score_correction_bias`): `experts` weights an MoE layer.
+    pub router_bias: bool,
+    /// Biases on the query, key and value projections only (Qwen2, Qwen2.5); `bias` implies them.
+    pub qkv_bias: bool,
+    /// Norms after attention and after the MLP as well as before them (Gemma 2/3, Grok-1): four
+    /// norms a layer instead of two.
+    pub sandwich_norm: bool,
+    /// Keys a windowed (local) attention layer sees; 0 = every layer attends to the whole sequence.
+    pub sliding_window: u32,
+    /// With a window: layer `i` attends to the whole sequence when `(i + 1) % full_attention_every
+    /// == 0` and to the window otherwise (GPT-OSS and Gemma 2: 2, alternating from a windowed
+    /// layer 0; Gemma 3: 6); 0 = every layer windowed (Mistral 7B).
+    pub full_attention_every: u32,
 }
 
 impl Model {
@@ -68,10 +94,58 @@ impl Model {
 
     /// Layers that carry routed experts.
     pub fn moe_layers(&self) -> u32 {
-        if self.is_moe() {
-            self.layers.saturating_sub(self.dense_layers)
+        self.moe_layers_in(0, self.layers)
+    }
+
+    /// Whether layer `i` (from 0) carries routed experts: past the leading `dense_layers`, every
+    /// `moe_layer_every`-th.
+    pub fn is_moe_layer(&self, i: u32) -> bool {
+        self.is_moe() && i >= self.dense_layers && i < self.layers && (self.moe_layer_every <= 1 || (i + 1).is_multiple_of(self.moe_layer_every))
+    }
+
+    /// MoE layers among layers `first .. first + n` (a pipeline stage), without walking them.
+    pub fn moe_layers_in(&self, first: u32, n: u32) -> u32 {
+        if !self.is_moe() {
+            return 0;
+        }
+        let end = first.saturating_add(n).min(self.layers) as u64;
+        let start = (first.max(self.dense_layers) as u64).min(end);
+        let k = self.moe_layer_every.max(1) as u64;
+        // Layers i in [start, end) with (i + 1) % k == 0: multiples of k in [start + 1, end].
+        (end / k - start / k) as u32
+    }
+
+    /// Layers whose attention is windowed (see `sliding_window`, `full_attention_every`).
+    pub fn windowed_layers(&self) -> u32 {
+        self.windowed_layers_in(0, self.layers)
+    }
+
+    /// Whether layer `i` attends only to the last `sliding_window` keys.
+    pub fn is_windowed_layer(&self, i: u32) -> bool {
+        self.sliding_window > 0 && (self.full_attention_every == 0 || !(i + 1).is_multiple_of(self.full_attention_every))
+    }
+
+    /// Windowed layers among layers `first .. first + n`.
+    pub fn windowed_layers_in(&self, first: u32, n: u32) -> u32 {
+        let end = first.saturating_add(n).min(self.layers);
+        let start = first.min(end);
+        if self.sliding_window == 0 {
+            return 0;
+        }
+        if self.full_attention_every == 0 {
+            return end - start;
+        }
+        let k = self.full_attention_every;
+        (end - start) - (end / k - start / k)
+    }
+
+    /// Keys each query of a layer sees in the llm-foundry convention (no causal halving): the
+    /// sequence, or the window where the layer is windowed and the window is shorter.
+    pub fn attended_keys(&self, windowed: bool) -> u32 {
+        if windowed && self.sliding_window > 0 {
+            self.sliding_window.min(self.seq_len)
         } else {
-            0
+            self.seq_len
         }
     }
 
@@ -110,6 +184,18 @@ impl Model {
             if self.shared_experts > 1 << 16 {
                 return Err(TopoError::too_large("shared_experts", self.shared_experts, 1 << 16));
             }
+            if self.moe_layer_every > 1 << 20 {
+                return Err(TopoError::too_large("moe_layer_every", self.moe_layer_every, 1 << 20));
+            }
+        }
+        if self.mtp_layers > 1 << 10 {
+            return Err(TopoError::too_large("mtp_layers", self.mtp_layers, 1 << 10));
+        }
+        if self.sliding_window > 1 << 26 {
+            return Err(TopoError::too_large("sliding_window", self.sliding_window, 1 << 26));
+        }
+        if self.full_attention_every > 1 << 20 {
+            return Err(TopoError::too_large("full_attention_every", self.full_attention_every, 1 << 20));
         }
         // Parameter counts are reported exactly (as f64 and i64): at most 2^53, ~9e15, 50000 times
         // the largest published dense models.
@@ -363,6 +449,15 @@ pub mod examples {
             moe_ffn_hidden: 0,
             dense_layers: 0,
             mla: None,
+            moe_layer_every: 1,
+            mtp_layers: 0,
+            qk_norm: false,
+            attention_sinks: false,
+            router_bias: false,
+            qkv_bias: false,
+            sandwich_norm: false,
+            sliding_window: 0,
+            full_attention_every: 0,
         }
     }
 
@@ -395,6 +490,15 @@ pub mod examples {
             moe_ffn_hidden: 0,
             dense_layers: 0,
             mla: None,
+            moe_layer_every: 1,
+            mtp_layers: 0,
+            qk_norm: false,
+            attention_sinks: false,
+            router_bias: false,
+            qkv_bias: false,
+            sandwich_norm: false,
+            sliding_window: 0,
+            full_attention_every: 0,
         }
     }
 

@@ -18,13 +18,27 @@ pub fn megatron(m: &Model, gbs: u64, recompute: Recompute, padded_vocab: u64) ->
     24.0 * f * b * s * l * h * h * (1.0 + s / (6.0 * h) + v / (16.0 * l * h))
 }
 
-/// Attention FLOPs per sequence in llm-foundry's convention: `l * 2 * 2 * h * s^2` (forward).
+/// Attention FLOPs per sequence in llm-foundry's convention: `l * 2 * 2 * h * s^2` (forward), for
+/// the score (`Q K^T`) and context (`P V`) products over every query-key pair, no causal halving.
+///
+/// Where the heads' widths differ from `h` the two products use them: `2 s^2 (a*dqk + a*dv)`, with
+/// `dqk = dv = head_dim` (Qwen3, GPT-OSS: `heads * head_dim != hidden`) or MLA's `dqk = dn + dr`,
+/// `dv` (DeepSeek). A windowed layer (GPT-OSS, Gemma) pairs each query with at most
+/// `sliding_window` keys, so its `s^2` is `s * min(s, window)` (see [`Model::attended_keys`]).
 ///
 /// # Source
 /// seeds/002 "MFU": `attn_flops_per_seq = n_layers * 2 * 2 * (d_model * (seq_len**2))`.
 pub fn attention_per_seq(m: &Model) -> f64 {
-    let (l, h, s) = (m.layers as f64, m.hidden as f64, m.seq_len as f64);
-    4.0 * l * h * s * s
+    let s = m.seq_len as f64;
+    let a = m.heads as f64;
+    let (qk, v) = match m.mla {
+        Some(mla) => (a * (mla.qk_nope_head_dim + mla.qk_rope_head_dim) as f64, a * mla.v_head_dim as f64),
+        None => (a * m.head_dim as f64, a * m.head_dim as f64),
+    };
+    let windowed = m.windowed_layers() as f64;
+    let full = m.layers as f64 - windowed;
+    let pairs = full * s * s + windowed * s * m.attended_keys(true) as f64;
+    2.0 * (qk + v) * pairs
 }
 
 /// Model FLOPs per iteration (the MFU numerator of seeds/002): `B * (6 N s + 3 * attn)`,
@@ -66,6 +80,22 @@ mod tests {
         assert!((tflops(f, 143.31, 384.0) / 112.49 - 1.0).abs() < 1e-3);
         // "GBS Variations", DP8 TP4 PP12 MBS4: 111.89 s/it, 144.08 TFLOPs.
         assert!((tflops(f, 111.89, 384.0) / 144.08 - 1.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn windowed_layers_see_the_window() {
+        // GPT-OSS-120B shape (config.json): 36 layers, 64 heads of 64 on hidden 2880, alternating
+        // 128-token windows. Half the layers see s keys, half 128.
+        let m = crate::spec::Model {
+            layers: 36, hidden: 2880, heads: 64, kv_heads: 8, head_dim: 64, seq_len: 4096, sliding_window: 128,
+            full_attention_every: 2, ..llama2_7b()
+        };
+        let (s, qv) = (4096.0, 2.0 * 64.0 * 64.0);
+        let expect = 2.0 * qv * (18.0 * s * s + 18.0 * s * 128.0);
+        assert!((attention_per_seq(&m) / expect - 1.0).abs() < 1e-12);
+        // Without the window: l * 2 * s^2 * (a*d + a*d), not the 4 h s^2 of hidden 2880.
+        let full = crate::spec::Model { sliding_window: 0, ..m };
+        assert!((attention_per_seq(&full) / (36.0 * 2.0 * s * s * qv) - 1.0).abs() < 1e-12);
     }
 
     #[test]
