@@ -238,7 +238,7 @@ def model_dict(model: str | None, fields: dict[str, Any]) -> tuple[dict[str, Any
         # The learned table has one row per position (plus OPT's offset of 2), sized by the run's seq_len.
         offset = max(0, base["position_rows"] - base["seq_len"]) if label != "custom" else 0
         m["position_rows"] = m["seq_len"] + offset
-    if m["attention"] != "mla" and m["head_dim"] * m["heads"] != m["hidden"]:
+    if m["attention"] != "mla" and (not m["head_dim"] or m["hidden"] % m["heads"]):  # head_dim may differ from hidden/heads (Qwen3)
         raise InputError(f"`hidden` {m['hidden']} must be a multiple of `heads` {m['heads']}",
                          code="hidden_not_divisible_by_heads",
                          hint=None if label == "custom" or ("hidden" in given and "heads" in given)
@@ -253,6 +253,10 @@ def model_dict(model: str | None, fields: dict[str, Any]) -> tuple[dict[str, Any
         "tied_embeddings", "position", "position_rows", "norm", "bias", "embedding_norm", "experts", "topk",
         "shared_experts", "moe_ffn_hidden", "dense_layers", "attention", "q_lora_rank", "kv_lora_rank",
         "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim")}
+    # Architecture fields of models.toml newer than the keys above (issue 16); the core reads an
+    # absent one as the plain transformer's value.
+    core.update({k: m[k] for k in ("moe_layer_every", "mtp_layers", "qk_norm", "attention_sinks", "router_bias",
+                                   "qkv_bias", "sandwich_norm", "sliding_window", "full_attention_every") if k in m})
     return core, label
 
 
