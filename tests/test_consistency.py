@@ -34,8 +34,9 @@ def test_flops_conventions_are_ordered():
     # (with full recompute) a fourth pass, so it can never be below 6N' (it was for untied models).
     for model in ("mixtral-8x7b", "llama-3-8b", "bloom-176b", "deepseek-v2", "gpt3-125m"):
         for rec in ("none", "full"):
-            r = toposcan.evaluate(model, gpu="h100-80", nodes=8, tp=8, gbs=64, recompute=rec, zero_stage=3,
+            r = toposcan.evaluate(model, gpu="h100-80", nodes=4, tp=4, gbs=64, recompute=rec, zero_stage=3,
                                   ep=1).row(0, named=True)
+            assert r["feasible"] or r["reject"] == "oom", r["reject_message"]
             assert r["flops_per_iter_megatron"] >= r["flops_per_iter_6n"], (model, rec)
             assert r["flops_per_iter_useful"] >= r["flops_per_iter_6n"]
             assert r["flops_per_iter_hardware"] >= r["flops_per_iter_useful"]

@@ -36,10 +36,16 @@ def _core_call(fn: Callable[..., Any], *args: Any, _field: str | None = None, **
 
 def _resolve(model: str | None, gpu: Any, nodes: Any, gpus_per_node: Any, profile: str | None,
              framework: str | None, precision: Any, fields: dict[str, Any],
-             links: tuple[Any, Any] = (None, None)) -> resolve.Resolved:
+             links: tuple[Any, ...] = (None, None)) -> resolve.Resolved:
     prec = precision if isinstance(precision, str) else None
     return resolve.resolve(model, gpu=gpu, nodes=nodes, gpus_per_node=gpus_per_node, links=links, profile=profile,
                            framework=framework, precision=prec, fields=fields)
+
+
+#: Columns that time a step; null on a row that breaks a hard rule.
+_RATE_COLUMNS = ("step_time_s", "bubble_fraction", "tflops_per_gpu", "mfu", "hfu", "tokens_per_s_per_gpu",
+                 "energy_j_per_token", "gpu_hours", "train_days", "compute_s", "recompute_s", "tp_comm_s", "pp_comm_s",
+                 "fsdp_comm_s", "dp_comm_s", "dp_comm_exposed_s", "optimizer_s", "overhead_s", "bubble_s")
 
 
 def _label(df: pl.DataFrame, r: resolve.Resolved) -> pl.DataFrame:
@@ -56,6 +62,7 @@ def evaluate(
     gpus_per_node: int | None = None,
     intra_node_gbs: float | None = None,
     inter_node_gbs: float | None = None,
+    nvlink_domain: int | None = None,
     layers: int | None = None,
     hidden: int | None = None,
     heads: int | None = None,
@@ -114,16 +121,24 @@ def evaluate(
                   activation=activation, vocab=vocab, seq_len=seq_len, tied_embeddings=tied_embeddings,
                   experts=experts, topk=topk, position=position, norm=norm, bias=bias)
     r = _resolve(model, gpu, nodes, gpus_per_node, profile, framework, precision, fields,
-                 (intra_node_gbs, inter_node_gbs))
+                 (intra_node_gbs, inter_node_gbs, nvlink_domain))
     strat = resolve.strategy(r, dict(dp=dp, tp=tp, pp=pp, vpp=vpp, cp=cp, ep=ep, mbs=mbs, gbs=gbs,
                                      zero_stage=zero_stage, recompute=recompute,
                                      sequence_parallel=sequence_parallel, precision=precision,
                                      flash_attention=flash_attention, uneven_stages=uneven_stages))
     opts = spec.options_dict(headroom, train_tokens, allow_cross_node_tp, rampup)
     cols, labels, reject, message, per_stage = _core_call(_core.evaluate, r.model, r.cluster, strat, r.profile, opts)
+    if reject is not None and reject != "oom":
+        # A broken rule leaves no step to time (e.g. no micro batch per replica): rates are null,
+        # not a number that reads like a prediction (MFU 1441%). Memory stays: it is still informative.
+        for col in _RATE_COLUMNS:
+            if col in cols:
+                cols[col] = cols[col].astype(float) * float("nan")
+        ceiling = next(bit for bit, code in _core.warning_codes() if code == "above_kernel_ceiling")
+        cols["warnings"] = cols["warnings"] & ~ceiling  # no rate, nothing above the ceiling
     if not _frame:
         return {k: v[0] for k, v in cols.items()}
-    row = _label(to_frame(cols, labels), r).with_columns(
+    row = _label(to_frame(cols, labels), r).fill_nan(None).with_columns(
         pl.lit(", ".join(r.defaulted), dtype=pl.String).alias("defaulted"),
         pl.lit(reject is None).alias("feasible"),
         pl.lit(reject, dtype=pl.String).alias("reject"),
@@ -190,6 +205,7 @@ def enumerate(
     gpus_per_node: int | None = None,
     intra_node_gbs: float | None = None,
     inter_node_gbs: float | None = None,
+    nvlink_domain: int | None = None,
     layers: IntOrList | None = None,
     hidden: IntOrList | None = None,
     heads: IntOrList | None = None,
@@ -263,7 +279,7 @@ def enumerate(
     scalar_shape = {k: v for k, v in (("layers", layers), ("hidden", hidden), ("heads", heads))
                     if v is not None and isinstance(v, int) and not isinstance(v, bool)}
     res = _resolve(model, gpu, nodes, gpus_per_node, profile, framework, precision, {**fields, **scalar_shape},
-                   (intra_node_gbs, inter_node_gbs))
+                   (intra_node_gbs, inter_node_gbs, nvlink_domain))
     model_d, cluster_d, prof_d, prof_entry = res.model, res.cluster, res.profile, res.profile_entry
     gpus = res.gpus
     gpn = cluster_d["gpus_per_node"]

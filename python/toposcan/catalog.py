@@ -40,8 +40,25 @@ def gpu_spec(name: str) -> dict[str, Any]:
 
 
 def model_spec(name: str) -> dict[str, Any]:
-    """The catalog entry of a model (layers, hidden, heads, ..., source)."""
+    """The catalog entry of a model (layers, hidden, heads, ..., source), or the same read from a
+    Hugging Face ``config.json`` (a path ending in ``.json``, or ``hf:org/name``)."""
+    if is_model_file(name):
+        return model_file(name)[0]
     return _lookup("model", "models.toml", name)
+
+
+def is_model_file(name: Any) -> bool:
+    """Whether ``name`` names a config.json rather than a catalog model."""
+    return isinstance(name, str) and (name.startswith("hf:") or name.endswith(".json"))
+
+
+@functools.cache
+def model_file(name: str) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """A config.json read once: its catalog-shaped entry and the keys that were not understood."""
+    from toposcan import hfconfig  # reads the file with the standard library only
+
+    entry, ignored = hfconfig.load_model_file(name)
+    return entry, tuple(ignored)
 
 
 #: A profile's numeric constants and its true/false framework facts (profiles.toml, profile.rs).
@@ -139,9 +156,13 @@ def gpus() -> pl.DataFrame:
             "fp16_tflops": float(peak.get("fp16", 0.0)),
             "bf16_tflops": float(peak.get("bf16", 0.0)),
             "fp8_tflops": float(peak.get("fp8", 0.0)),
+            "mxfp8_tflops": float(peak.get("mxfp8", 0.0)),
+            "nvfp4_tflops": float(peak.get("nvfp4", 0.0)),
             "intra_node_gbs": float(g["intra_node_gbs"]),
             "gpus_per_node": int(g["gpus_per_node"]),
+            "nvlink_domain": int(g.get("nvlink_domain", g["gpus_per_node"])),
             "inter_node_gbs": float(g["inter_node_gbs"]),
+            "host_link_gbs": float(g.get("host_link_gbs", 0.0)),
             "board_power_w": float(g["board_power_w"]),
             "source": g["source"],
         })
@@ -177,7 +198,10 @@ def models() -> pl.DataFrame:
             "position": m["position"],
             "experts": m["experts"],
             "topk": m["topk"],
+            "shared_experts": m["shared_experts"],
             "attention": m["attention"],
+            "sliding_window": m.get("sliding_window", 0),
+            "mtp_layers": m.get("mtp_layers", 0),
             "params_published": m["params_published"],
             "source": m["source"],
         })

@@ -148,6 +148,7 @@ def check(
     gpus_per_node: int | None = None,
     intra_node_gbs: float | None = None,
     inter_node_gbs: float | None = None,
+    nvlink_domain: int | None = None,
     model: str | None = None,
     profile: str | None = None,
     framework: str | None = None,
@@ -186,7 +187,8 @@ def check(
             cfg = launch.parse_launch(text, None)
             label = "<text>"
     return _check_config(cfg, label, nodes=nodes, gpu=gpu, gpus_per_node=gpus_per_node,
-                         links={"intra_node_gbs": intra_node_gbs, "inter_node_gbs": inter_node_gbs}, model=model,
+                         links={"intra_node_gbs": intra_node_gbs, "inter_node_gbs": inter_node_gbs,
+                                "nvlink_domain": nvlink_domain}, model=model,
                          profile=profile, framework=framework, max_slowdown=max_slowdown,
                          train_tokens=train_tokens, headroom=headroom, compare=compare)
 
@@ -375,7 +377,7 @@ def _compare(report: CheckReport, model: Any, kw: dict[str, Any], r: dict[str, A
     cluster and global batch, keeping its ZeRO stage, recompute, sequence parallelism and precision:
     those are framework choices the launch config already made."""
     ekw = {k: v for k, v in kw.items() if k in spec.MODEL_FIELDS or k in (
-        "gpu", "nodes", "gpus_per_node", "intra_node_gbs", "inter_node_gbs", "profile", "headroom", "train_tokens",
+        "gpu", "nodes", "gpus_per_node", "intra_node_gbs", "inter_node_gbs", "nvlink_domain", "profile", "headroom", "train_tokens",
         "precision", "uneven_stages")}
     ekw.update(gbs=r["gbs"], zero_stage=r["zero_stage"], recompute=r["recompute"], cp=r["cp"], ep=r["ep"],
                sequence_parallel=r["sequence_parallel"], mbs=sorted({1, 2, 4, 8, int(r["mbs"])}))

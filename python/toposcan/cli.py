@@ -54,6 +54,7 @@ GpnOpt = Annotated[Optional[str], Opt("--gpus-per-node", help="GPUs per node (de
 IntraOpt = Annotated[Optional[str], Opt("--intra-node-gbs", help="Intra-node link GB/s per GPU per direction (default: the GPU's usual node).")]
 InterOpt = Annotated[Optional[str], Opt("--inter-node-gbs", help="Network GB/s per GPU per direction (default: the GPU's usual node, e.g. 25 for DGX A100).")]
 StrOpt = Optional[str]
+DomainOpt = Annotated[Optional[str], Opt("--nvlink-domain", help="GPUs on one NVLink fabric (default: the GPU's; 72 for GB200/GB300 NVL72).")]
 FrameworkOpt = Annotated[Optional[str], Opt("--framework", help="Training stack: megatron-core, megatron-lm, "
                          "megatron-deepspeed, deepspeed, torchtitan, llm-foundry or pytorch (default: the GPU's profile's).")]
 
@@ -83,6 +84,7 @@ def enumerate_cmd(
     gpus_per_node: GpnOpt = None,
     intra_node_gbs: IntraOpt = None,
     inter_node_gbs: InterOpt = None,
+    nvlink_domain: DomainOpt = None,
     model: ModelOpt = None,
     layers: Annotated[StrOpt, Opt(help="Layers: N, a list `a,b` or a range `a:b[:step]`.")] = None,
     hidden: Annotated[StrOpt, Opt(help="Hidden size: N, a list or a range `12288:16384:128`.")] = None,
@@ -131,7 +133,7 @@ def enumerate_cmd(
     top_k = top if top is not None else (None if (fmt != "table" or output or pareto) else "20")
     kw: dict[str, Any] = dict(
         gpu=gpu, nodes=nodes, gpus_per_node=gpus_per_node, intra_node_gbs=intra_node_gbs,
-        inter_node_gbs=inter_node_gbs, layers=ints(layers), hidden=ints(hidden),
+        inter_node_gbs=inter_node_gbs, nvlink_domain=nvlink_domain, layers=ints(layers), hidden=ints(hidden),
         heads=ints(heads), **_model_fields(kv_heads=kv_heads, ffn_hidden=ffn_hidden, activation=activation,
                                            vocab=vocab, seq_len=seq_len, experts=experts, topk=topk),
         tp=tp, pp=pp, vpp=vpp, cp=cp, ep=ep, mbs=mbs, gbs=gbs, zero_stage=zero_stage,
@@ -176,6 +178,7 @@ def evaluate_cmd(
     gpus_per_node: GpnOpt = None,
     intra_node_gbs: IntraOpt = None,
     inter_node_gbs: InterOpt = None,
+    nvlink_domain: DomainOpt = None,
     model: ModelOpt = None,
     layers: Annotated[StrOpt, Opt(help="Layers.")] = None,
     hidden: Annotated[StrOpt, Opt(help="Hidden size.")] = None,
@@ -209,7 +212,7 @@ def evaluate_cmd(
     """Score one configuration, with its memory per pipeline stage."""
     spec.choice("format", fmt, ("table", "csv", "json", "markdown"))
     kw: dict[str, Any] = dict(gpu=gpu, nodes=nodes, gpus_per_node=gpus_per_node, intra_node_gbs=intra_node_gbs,
-                              inter_node_gbs=inter_node_gbs, dp=dp, tp=tp, pp=pp, vpp=vpp,
+                              inter_node_gbs=inter_node_gbs, nvlink_domain=nvlink_domain, dp=dp, tp=tp, pp=pp, vpp=vpp,
                               cp=cp, ep=ep, mbs=mbs, gbs=gbs, zero_stage=zero_stage, recompute=recompute,
                               sequence_parallel=sequence_parallel, precision=precision, profile=profile,
                               framework=framework, headroom=headroom, train_tokens=tokens, stages=True,
@@ -227,20 +230,26 @@ def evaluate_cmd(
         return
     _stderr(f"evaluate: model `{r['model']}`, gpu `{gpu}` x {r['gpus']}, framework `{r['framework']}` "
             f"(profile `{r['profile']}`)" + (f"; defaulted: {r['defaulted']}" if r["defaulted"] else ""))
-    lines = [
-        f"params            {r['params']:,} ({r['params_active']:,} active)",
-        f"dp tp pp          {r['dp']} x {r['tp']} x {r['pp']} (vpp {r['vpp']}, cp {r['cp']}, ep {r['ep']}) = {r['gpus']} GPUs",
-        f"batch             mbs {r['mbs']}, gbs {r['gbs']}, {r['grad_accum']} micro batches per replica",
-        f"step time         {r['step_time_s']:.3f} s (bubble {r['bubble_fraction']:.1%})",
-        "  spent on        " + render.breakdown(r),
-        f"TFLOP/s per GPU   {r['tflops_per_gpu']:.1f} (Megatron formula: every matmul, full s^2 attention)",
-        f"MFU / HFU         {r['mfu']:.1%} / {r['hfu']:.1%} (causal attention counted once, dense 16-bit peak)",
-        f"tokens/s/GPU      {r['tokens_per_s_per_gpu']:,.0f}",
-        f"peak memory       {r['mem_gb']:.1f} GiB on stage {r['mem_stage']} "
-        f"({'fits' if r['fits'] else 'DOES NOT FIT'} with {float(headroom):.0%} headroom)",
-        f"energy            {r['energy_j_per_token']:.3f} J/token; {r['gpu_hours']:,.0f} GPU-hours, "
-        f"{r['train_days']:.1f} days for {spec.positive_float('tokens', tokens):.3g} tokens",
-    ]
+    if r["step_time_s"] is None:  # a broken rule: nothing to time
+        lines = [f"params            {r['params']:,} ({r['params_active']:,} active)",
+                 f"dp tp pp          {r['dp']} x {r['tp']} x {r['pp']} (vpp {r['vpp']}, cp {r['cp']}, ep {r['ep']}) = {r['gpus']} GPUs",
+                 f"batch             mbs {r['mbs']}, gbs {r['gbs']}",
+                 f"peak memory       {r['mem_gb']:.1f} GiB on stage {r['mem_stage']}"]
+    else:
+        lines = [
+            f"params            {r['params']:,} ({r['params_active']:,} active)",
+            f"dp tp pp          {r['dp']} x {r['tp']} x {r['pp']} (vpp {r['vpp']}, cp {r['cp']}, ep {r['ep']}) = {r['gpus']} GPUs",
+            f"batch             mbs {r['mbs']}, gbs {r['gbs']}, {r['grad_accum']} micro batches per replica",
+            f"step time         {r['step_time_s']:.3f} s (bubble {r['bubble_fraction']:.1%})",
+            "  spent on        " + render.breakdown(r),
+            f"TFLOP/s per GPU   {r['tflops_per_gpu']:.1f} (Megatron formula: every matmul, full s^2 attention)",
+            f"MFU / HFU         {r['mfu']:.1%} / {r['hfu']:.1%} (causal attention counted once, dense 16-bit peak)",
+            f"tokens/s/GPU      {r['tokens_per_s_per_gpu']:,.0f}",
+            f"peak memory       {r['mem_gb']:.1f} GiB on stage {r['mem_stage']} "
+            f"({'fits' if r['fits'] else 'DOES NOT FIT'} with {float(headroom):.0%} headroom)",
+            f"energy            {r['energy_j_per_token']:.3f} J/token; {r['gpu_hours']:,.0f} GPU-hours, "
+            f"{r['train_days']:.1f} days for {spec.positive_float('tokens', tokens):.3g} tokens",
+        ]
     warn = toposcan.explain_warnings(int(r["warnings"]))
     if warn:
         lines.append(f"warnings          {', '.join(warn)}")
@@ -290,6 +299,7 @@ def check_cmd(
     gpus_per_node: GpnOpt = None,
     intra_node_gbs: IntraOpt = None,
     inter_node_gbs: InterOpt = None,
+    nvlink_domain: DomainOpt = None,
     model: Annotated[StrOpt, Opt("--model", "-m", help="Catalog model for fields the file leaves out.")] = None,
     profile: Annotated[StrOpt, Opt(help="Efficiency profile.")] = None,
     framework: FrameworkOpt = None,
@@ -305,7 +315,8 @@ def check_cmd(
         if fmt not in ("text", "json"):  # a bad option: exit 2, as check's other usage errors
             raise _InputError(f"`format` must be one of {{text, json}}, got `{fmt}`", code="invalid_value")
         report = toposcan.check(file, args=args, nodes=nodes, gpu=gpu, gpus_per_node=gpus_per_node,
-                                intra_node_gbs=intra_node_gbs, inter_node_gbs=inter_node_gbs, model=model,
+                                intra_node_gbs=intra_node_gbs, inter_node_gbs=inter_node_gbs,
+                                nvlink_domain=nvlink_domain, model=model,
                                 profile=profile, framework=framework, max_slowdown=max_slowdown,
                                 train_tokens=tokens)
     except ToposcanError as e:

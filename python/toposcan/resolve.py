@@ -102,9 +102,10 @@ def _family(gpu: str) -> str:
 
 
 def resolve(model: str | None, *, gpu: Any, nodes: Any, gpus_per_node: Any = None,
-            links: tuple[Any, Any] = (None, None), profile: str | None = None, framework: str | None = None,
+            links: tuple[Any, ...] = (None, None), profile: str | None = None, framework: str | None = None,
             precision: str | None = None, fields: dict[str, Any] | None = None) -> Resolved:
-    """Resolve the model, cluster and profile of one question (no strategy yet)."""
+    """Resolve the model (a catalog name or a config.json), cluster and profile of one question.
+    ``links`` is (intra_node_gbs, inter_node_gbs[, nvlink_domain]) overrides."""
     if not isinstance(gpu, str):
         raise InputError(f"`gpu` must be a catalog name, got {show(gpu, quote=True)}", code="invalid_value",
                          hint="`topo gpus` lists them")
@@ -115,6 +116,11 @@ def resolve(model: str | None, *, gpu: Any, nodes: Any, gpus_per_node: Any = Non
     defaulted = []
     if model is None and label == spec.DEFAULT_MODEL:
         defaulted.append(f"model {label} (seeds/001's 48-node study)")
+    if catalog.is_model_file(model):
+        ignored = catalog.model_file(model)[1]
+        if ignored:
+            defaulted.append(f"config.json keys not understood and not costed: {', '.join(ignored[:12])}"
+                             + (" ..." if len(ignored) > 12 else ""))
     return Resolved(model_d, label, cluster_d, gpu, prof_d, prof_entry, name, str(prof_entry.get("framework")), why,
                     defaulted)
 
@@ -168,7 +174,10 @@ def strategy(r: Resolved, given: dict[str, Any]) -> dict[str, Any]:
 
 def framework_settings(prof_entry: dict[str, Any]) -> dict[str, Any]:
     """The profile's framework settings the core takes with each strategy (or space)."""
-    return {"vocab_multiple": int(prof_entry["vocab_multiple"]), "fused_kernels": bool(prof_entry["fused_kernels"])}
+    return {"vocab_multiple": int(prof_entry["vocab_multiple"]), "fused_kernels": bool(prof_entry["fused_kernels"]),
+            # ZeRO-2/3 under pp, interleaving at pp 2, uneven chunks: Megatron-Core and torchtitan run
+            # them; DeepSpeed's pipeline engine and 2021 Megatron-LM do not.
+            "flexible_pipeline": prof_entry.get("framework") not in ("megatron-deepspeed", "deepspeed", "megatron-lm")}
 
 
 def default_vpp(prof_entry: dict[str, Any]) -> list[int]:

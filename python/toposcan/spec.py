@@ -25,7 +25,7 @@ DEFAULT_GBS = 2048
 
 MAX_INT = 2**31 - 1
 RECOMPUTE = ("none", "selective", "full")
-PRECISIONS = ("fp32", "fp16", "bf16", "fp8")
+PRECISIONS = ("fp32", "fp16", "bf16", "fp8", "mxfp8", "nvfp4")
 ACTIVATIONS = ("gelu", "swiglu")
 MODEL_FIELDS = ("layers", "hidden", "heads", "kv_heads", "ffn_hidden", "activation", "vocab", "seq_len",
                 "tied_embeddings", "experts", "topk", "position", "norm", "bias")
@@ -149,7 +149,7 @@ def int_list(name: str, value: Any, *, minimum: int = 1, maximum: int = MAX_INT,
 
 
 def cluster_dict(gpu: str, nodes: Any, gpus_per_node: Any, intra_node_gbs: Any = None,
-                 inter_node_gbs: Any = None) -> dict[str, Any]:
+                 inter_node_gbs: Any = None, nvlink_domain: Any = None) -> dict[str, Any]:
     """The core's cluster dict: GPU rates in FLOP/s and B/s, memory in bytes. ``intra_node_gbs`` and
     ``inter_node_gbs`` (GB/s per GPU per direction) replace the catalog's usual node build where a
     cluster's links differ (e.g. seeds/001's Jean Zay nodes: four 100 Gb/s Omni-Path links for
@@ -165,6 +165,8 @@ def cluster_dict(gpu: str, nodes: Any, gpus_per_node: Any, intra_node_gbs: Any =
         "peak_fp16": float(peak.get("fp16", 0.0)) * 1e12,
         "peak_bf16": float(peak.get("bf16", 0.0)) * 1e12,
         "peak_fp8": float(peak.get("fp8", 0.0)) * 1e12,
+        "peak_mxfp8": float(peak.get("mxfp8", 0.0)) * 1e12,
+        "peak_nvfp4": float(peak.get("nvfp4", 0.0)) * 1e12,
         "vector_fp32": float(peak.get("fp32", 0.0)) * 1e12,
         "memory_bytes": float(g["memory_gib"]) * GIB,
         "memory_bw": float(g["memory_bw_gbs"]) * 1e9,
@@ -175,6 +177,9 @@ def cluster_dict(gpu: str, nodes: Any, gpus_per_node: Any, intra_node_gbs: Any =
         "inter_node_bw": (float(g["inter_node_gbs"]) if inter_node_gbs is None
                           else positive_float("inter_node_gbs", inter_node_gbs, minimum=0.01, maximum=1e5)) * 1e9,
         "board_power_w": float(g["board_power_w"]),
+        # GPUs on one NVLink fabric (NVL72: 72); collectives and tp within it run at intra_node_gbs.
+        "nvlink_domain": (int(g.get("nvlink_domain", 0)) if nvlink_domain is None
+                          else positive_int("nvlink_domain", nvlink_domain, maximum=1 << 16)),
         "nodes": nodes,
         "gpus_per_node": gpn,
     }
@@ -189,6 +194,10 @@ def model_dict(model: str | None, fields: dict[str, Any]) -> tuple[dict[str, Any
     if model is not None:
         base = dict(catalog.model_spec(model))
         label = model
+        if catalog.is_model_file(model):  # hf:org/name, or the folder holding the config.json
+            stem = model.rsplit("/", 1)[-1].removesuffix(".json")
+            label = model[3:] if model.startswith("hf:") else (
+                model.rsplit("/", 2)[-2] if stem == "config" and "/" in model else stem)
     elif all(k in given for k in ("layers", "hidden", "heads")):
         hidden = positive_int("hidden", given["hidden"], maximum=1 << 22)
         act = choice("activation", given.get("activation", "gelu"), ACTIVATIONS)
@@ -246,7 +255,8 @@ def model_dict(model: str | None, fields: dict[str, Any]) -> tuple[dict[str, Any
         # The learned table has one row per position (plus OPT's offset of 2), sized by the run's seq_len.
         offset = max(0, base["position_rows"] - base["seq_len"]) if label != "custom" else 0
         m["position_rows"] = m["seq_len"] + offset
-    if tied and m["head_dim"] * m["heads"] != m["hidden"]:
+    # hidden % heads as Megatron asserts; the head dim itself may differ from hidden/heads (Qwen3, GPT-OSS)
+    if m["attention"] != "mla" and (not m["head_dim"] or m["hidden"] % m["heads"]):
         raise InputError(f"`hidden` {m['hidden']} must be a multiple of `heads` {m['heads']}",
                          code="hidden_not_divisible_by_heads",
                          hint=None if label == "custom" or ("hidden" in given and "heads" in given)
@@ -261,6 +271,10 @@ def model_dict(model: str | None, fields: dict[str, Any]) -> tuple[dict[str, Any
         "tied_embeddings", "position", "position_rows", "norm", "bias", "embedding_norm", "experts", "topk",
         "shared_experts", "moe_ffn_hidden", "dense_layers", "attention", "q_lora_rank", "kv_lora_rank",
         "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim")}
+    # Architecture fields of models.toml newer than the keys above (issue 16); the core reads an
+    # absent one as the plain transformer's value.
+    core.update({k: m[k] for k in ("moe_layer_every", "mtp_layers", "qk_norm", "attention_sinks", "router_bias",
+                                   "qkv_bias", "sandwich_norm", "sliding_window", "full_attention_every") if k in m})
     return core, label
 
 

@@ -40,6 +40,15 @@ fn get<'py, T: for<'a> FromPyObject<'a, 'py>>(d: &Bound<'py, PyDict>, key: &str)
     }
 }
 
+/// `key` of `d`, or `default` when the dict does not carry it.
+fn get_or<'py, T: for<'a> FromPyObject<'a, 'py>>(d: &Bound<'py, PyDict>, key: &str, default: T) -> PyResult<T> {
+    if d.get_item(key)?.is_some() {
+        get(d, key)
+    } else {
+        Ok(default)
+    }
+}
+
 fn enum_of<T: Copy>(d: &Bound<'_, PyDict>, key: &str, options: &[(&str, T)]) -> PyResult<T> {
     choose(key, &get::<String>(d, key)?, options)
 }
@@ -53,7 +62,14 @@ fn choose<T: Copy>(key: &str, v: &str, options: &[(&str, T)]) -> PyResult<T> {
 }
 
 const RECOMPUTE: [(&str, Recompute); 3] = [("none", Recompute::None), ("selective", Recompute::Selective), ("full", Recompute::Full)];
-const PRECISION: [(&str, Precision); 4] = [("fp32", Precision::Fp32), ("fp16", Precision::Fp16), ("bf16", Precision::Bf16), ("fp8", Precision::Fp8)];
+const PRECISION: [(&str, Precision); 6] = [
+    ("fp32", Precision::Fp32),
+    ("fp16", Precision::Fp16),
+    ("bf16", Precision::Bf16),
+    ("fp8", Precision::Fp8),
+    ("mxfp8", Precision::Mxfp8),
+    ("nvfp4", Precision::Nvfp4),
+];
 
 fn model(d: &Bound<'_, PyDict>) -> PyResult<Model> {
     let attention: String = get(d, "attention")?;
@@ -90,6 +106,16 @@ fn model(d: &Bound<'_, PyDict>) -> PyResult<Model> {
         moe_ffn_hidden: get(d, "moe_ffn_hidden")?,
         dense_layers: get(d, "dense_layers")?,
         mla,
+        // Architecture fields newer than the dict shape: absent means the plain transformer.
+        moe_layer_every: get_or(d, "moe_layer_every", 1)?,
+        mtp_layers: get_or(d, "mtp_layers", 0)?,
+        qk_norm: get_or(d, "qk_norm", false)?,
+        attention_sinks: get_or(d, "attention_sinks", false)?,
+        router_bias: get_or(d, "router_bias", false)?,
+        qkv_bias: get_or(d, "qkv_bias", false)?,
+        sandwich_norm: get_or(d, "sandwich_norm", false)?,
+        sliding_window: get_or(d, "sliding_window", 0)?,
+        full_attention_every: get_or(d, "full_attention_every", 0)?,
     })
 }
 
@@ -101,6 +127,8 @@ fn cluster(d: &Bound<'_, PyDict>) -> PyResult<Cluster> {
             peak_fp16: get(d, "peak_fp16")?,
             peak_bf16: get(d, "peak_bf16")?,
             peak_fp8: get(d, "peak_fp8")?,
+            peak_mxfp8: get_or(d, "peak_mxfp8", 0.0)?,
+            peak_nvfp4: get_or(d, "peak_nvfp4", 0.0)?,
             vector_fp32: get(d, "vector_fp32")?,
             memory_bytes: get(d, "memory_bytes")?,
             memory_bw: get(d, "memory_bw")?,
@@ -109,6 +137,7 @@ fn cluster(d: &Bound<'_, PyDict>) -> PyResult<Cluster> {
             intra_node_bw: get(d, "intra_node_bw")?,
             inter_node_bw: get(d, "inter_node_bw")?,
             board_power_w: get(d, "board_power_w")?,
+            nvlink_domain: get_or(d, "nvlink_domain", 0)?,
         },
         nodes: get(d, "nodes")?,
         gpus_per_node: get(d, "gpus_per_node")?,
@@ -133,6 +162,7 @@ fn strategy(d: &Bound<'_, PyDict>) -> PyResult<Strategy> {
         uneven_stages: get(d, "uneven_stages")?,
         vocab_multiple: get(d, "vocab_multiple")?,
         fused_kernels: get(d, "fused_kernels")?,
+        flexible_pipeline: get_or(d, "flexible_pipeline", false)?,
     })
 }
 
@@ -310,6 +340,7 @@ fn enumerate<'py>(
         uneven_stages: get(space_d, "uneven_stages")?,
         vocab_multiple: get(space_d, "vocab_multiple")?,
         fused_kernels: get(space_d, "fused_kernels")?,
+        flexible_pipeline: get_or(space_d, "flexible_pipeline", false)?,
         cluster: cluster(cluster_d)?,
         profile: profile(profile_d)?,
         options: options(options_d)?,

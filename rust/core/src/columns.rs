@@ -50,7 +50,7 @@ macro_rules! col {
 }
 
 const RECOMPUTE: &[&str] = &["none", "selective", "full"];
-const PRECISION: &[&str] = &["fp32", "fp16", "bf16", "fp8"];
+const PRECISION: &[&str] = &["fp32", "fp16", "bf16", "fp8", "mxfp8", "nvfp4"];
 
 fn sc(r: &Row) -> &Score {
     &r.score

@@ -77,7 +77,7 @@ impl Reject {
             Reject::ExpertsNotDivisibleByEp => "experts_not_divisible_by_ep",
             Reject::EpNeedsExperts => "ep_needs_experts",
             Reject::EpNotDivisibleIntoDp => "ep_not_divisor_of_dp",
-            Reject::Fp8Unsupported => "fp8_unsupported",
+            Reject::Fp8Unsupported => "precision_unsupported",
             Reject::ZeroWithPipeline => "zero_stage_with_pipeline",
             Reject::Oom => "oom",
             Reject::ParamsOutOfBudget => "params_out_of_budget",
@@ -91,7 +91,7 @@ impl Reject {
                 "dp*tp*pp*cp = {}*{}*{}*{} = {} does not equal the cluster's {} GPUs",
                 s.dp, s.tp, s.pp, s.cp, s.gpus(), c.gpus()
             ),
-            Reject::TpExceedsNode => format!("tp {} is larger than a node ({} GPUs): tensor parallelism needs NVLink", s.tp, c.gpus_per_node),
+            Reject::TpExceedsNode => format!("tp {} is larger than an NVLink domain ({} GPUs): tensor parallelism needs NVLink", s.tp, c.domain()),
             Reject::HiddenNotDivisibleByHeads => format!("hidden {} is not a multiple of heads {}", m.hidden, m.heads),
             Reject::HeadDimUnsupported => format!(
                 "head dim {} has no flash-attention kernel (FlashAttention-2/3 and cuDNN take multiples of 8 up to {MAX_FLASH_HEAD_DIM})",
@@ -103,7 +103,7 @@ impl Reject {
             Reject::TooFewLayersForPp => format!("{} layers cannot fill {} pipeline stages", m.layers, s.pp),
             Reject::LayersNotDivisibleByPp => format!("layers {} is not a multiple of pp {} (uneven stages are off)", m.layers, s.pp),
             Reject::LayersNotDivisibleByVpp => format!("layers {} is not a multiple of pp*vpp = {}", m.layers, s.pp * s.vpp),
-            Reject::VppNeedsPp => format!("vpp {} needs pp > 2 (interleaving with pp {})", s.vpp, s.pp),
+            Reject::VppNeedsPp => format!("vpp {} needs pp > 2 in this framework (interleaving with pp {})", s.vpp, s.pp),
             Reject::MicroBatchesNotDivisibleByPp => format!("the interleaved schedule needs micro batches ({}) to be a multiple of pp {}", s.grad_accum(), s.pp),
             Reject::GbsNotDivisibleByMbsDp => format!("gbs {} is not a multiple of mbs*dp = {}*{}", s.gbs, s.mbs, s.dp),
             Reject::SequenceParallelNeedsTp => "sequence parallelism needs tp > 1".to_string(),
@@ -111,7 +111,7 @@ impl Reject {
             Reject::ExpertsNotDivisibleByEp => format!("experts {} is not a multiple of ep {}", m.experts, s.ep),
             Reject::EpNeedsExperts => format!("ep {} needs a model with experts", s.ep),
             Reject::EpNotDivisibleIntoDp => format!("ep {} must divide dp*cp = {}", s.ep, s.dp * s.cp),
-            Reject::Fp8Unsupported => "the GPU has no fp8 tensor cores".to_string(),
+            Reject::Fp8Unsupported => format!("the GPU has no {} tensor cores", s.precision.label()),
             Reject::ZeroWithPipeline => format!("ZeRO stage {} shards gradients, which pipeline parallelism (pp {}) cannot combine with", s.zero_stage, s.pp),
             Reject::Oom => "does not fit in GPU memory".to_string(),
             Reject::ParamsOutOfBudget => "parameters outside the requested budget".to_string(),
@@ -121,7 +121,8 @@ impl Reject {
 
 /// Model-shape rules that do not depend on the strategy.
 pub fn check_shape(m: &Model) -> Option<Reject> {
-    if m.mla.is_none() && m.heads as u64 * m.head_dim as u64 != m.hidden as u64 {
+    // Only divisibility: a model may give its own head_dim (Qwen3: 16 heads of 128 on hidden 1024).
+    if m.mla.is_none() && !m.hidden.is_multiple_of(m.heads) {
         return Some(Reject::HiddenNotDivisibleByHeads);
     }
     None
@@ -152,7 +153,7 @@ pub fn check_strategy(m: &Model, s: &Strategy, c: &Cluster, allow_cross_node_tp:
     if s.gpus() != c.gpus() {
         return Some(Reject::GpusMismatch);
     }
-    if !allow_cross_node_tp && s.tp > c.gpus_per_node {
+    if !allow_cross_node_tp && s.tp > c.domain() {
         return Some(Reject::TpExceedsNode);
     }
     if !m.heads.is_multiple_of(s.tp) {
@@ -171,10 +172,14 @@ pub fn check_strategy(m: &Model, s: &Strategy, c: &Cluster, allow_cross_node_tp:
         return Some(Reject::LayersNotDivisibleByPp);
     }
     if s.vpp > 1 {
-        if s.pp <= 2 {
+        // Megatron-LM (2021) asserted pp > 2 for the interleaved schedule; Megatron-Core runs it at
+        // pp 2 (NVIDIA's Qwen3-30B recipe: pp 2, vpp 12). `flexible_pipeline` marks those stacks.
+        if s.pp <= 1 || (s.pp == 2 && !s.flexible_pipeline) {
             return Some(Reject::VppNeedsPp);
         }
-        if !m.layers.is_multiple_of(s.pp * s.vpp) {
+        // Uneven chunks where the framework balances them (Megatron-Core's first/last-stage layer
+        // counts; Llama 3 405B's 126 layers over pp 16).
+        if !(s.uneven_stages && s.flexible_pipeline) && !m.layers.is_multiple_of(s.pp * s.vpp) {
             return Some(Reject::LayersNotDivisibleByVpp);
         }
     }
@@ -201,12 +206,12 @@ pub fn check_strategy(m: &Model, s: &Strategy, c: &Cluster, allow_cross_node_tp:
             return Some(Reject::EpNotDivisibleIntoDp);
         }
     }
-    if s.precision == crate::spec::Precision::Fp8 && c.gpu.peak_fp8 <= 0.0 {
+    if c.gpu.peak(s.precision) <= 0.0 {
         return Some(Reject::Fp8Unsupported);
     }
     // DeepSpeed's pipeline engine asserts "ZeRO-2 and ZeRO-3 are incompatible with pipeline
     // parallelism" (deepspeed/runtime/pipe/engine.py); Megatron-LM shards only optimizer states.
-    if s.zero_stage >= 2 && s.pp > 1 {
+    if s.zero_stage >= 2 && s.pp > 1 && !s.flexible_pipeline {
         return Some(Reject::ZeroWithPipeline);
     }
     None

@@ -303,7 +303,7 @@ impl LayerBase {
 
         // Tensor-parallel traffic: two all-reduces per layer forward (or two all-gathers and two
         // reduce-scatters with sequence parallelism: the same bytes), two in backward.
-        let comm_intra = s.tp as u64 * s.ep as u64 <= c.gpus_per_node as u64;
+        let comm_intra = s.tp as u64 * s.ep as u64 <= c.domain() as u64;
         let (bw, alpha) = if comm_intra { (gpu.intra_node_bw, ALPHA_INTRA_S) } else { (gpu.inter_node_bw, ALPHA_INTER_S) };
         let tp_fwd = 2.0 * comm::all_reduce(th * bytes, t, bw, alpha);
         // Expert parallelism: dispatch and combine all-to-alls of the routed tokens.
@@ -311,7 +311,7 @@ impl LayerBase {
         let ep_fwd = if s.ep > 1 { 2.0 * th * m.topk as f64 * bytes * (ep - 1.0) / ep / bw } else { 0.0 };
         // Context parallelism: ring exchange of K and V blocks, cp - 1 steps.
         let cp_fwd = if s.cp > 1 {
-            let (cbw, calpha) = if s.tp as u64 * s.cp as u64 <= c.gpus_per_node as u64 { (gpu.intra_node_bw, ALPHA_INTRA_S) } else { (gpu.inter_node_bw, ALPHA_INTER_S) };
+            let (cbw, calpha) = if s.tp as u64 * s.cp as u64 <= c.domain() as u64 { (gpu.intra_node_bw, ALPHA_INTRA_S) } else { (gpu.inter_node_bw, ALPHA_INTER_S) };
             (s.cp as f64 - 1.0) * comm::p2p(2.0 * (tokens as u128 * kv as u128 / t as u128) as f64 * bytes, cbw, calpha)
         } else {
             0.0
@@ -463,7 +463,7 @@ fn stage_memory_from(m: &Model, s: &Strategy, prof: &Profile, p: f64, act: (f64,
 /// ring per NIC, so a group with `k` members on each node moves data over `k` NICs at once
 /// (nccl-tests bus bandwidth on multi-node DGX scales with the NICs used), capped by NVLink.
 fn group_link(c: &Cluster, n: u64, stride: u64, prof: &Profile) -> (f64, f64) {
-    let gpn = c.gpus_per_node as u64;
+    let gpn = c.domain() as u64;
     let intra = c.gpu.intra_node_bw * prof.intra_link_efficiency;
     if n.saturating_mul(stride) <= gpn {
         (intra, ALPHA_INTRA_S)
@@ -570,7 +570,7 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
         // Consecutive stages are `tp*cp*dp` ranks apart: the same node only if a stage is smaller
         // than a node. Every rank sends its own tensor, one NIC each.
         let stage_span = s.tp as u64 * s.cp as u64 * s.dp as u64;
-        let (bw, alpha) = if 2 * stage_span <= c.gpus_per_node as u64 {
+        let (bw, alpha) = if 2 * stage_span <= c.domain() as u64 {
             group_link(c, 2, 1, prof)
         } else {
             (c.gpu.inter_node_bw * prof.inter_link_efficiency, ALPHA_INTER_S)
@@ -590,9 +590,9 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
         if !m.is_moe() {
             return (n, 0);
         }
-        let first = params::first_layer(m.layers, pp, stage);
-        let d = m.dense_layers.saturating_sub(first).min(n);
-        (d, n - d)
+        // Leading dense layers, and Llama 4 Maverick's dense layers between MoE ones.
+        let e = m.moe_layers_in(params::first_layer(m.layers, pp, stage), n);
+        (n - e, e)
     };
     // A stage's time from the layer totals (scalar: this runs for five stages per candidate);
     // `stage_split` below is the same composition by part, built once for the slowest stage.
@@ -629,7 +629,7 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
             }
         }
     }
-    let dense_total = if m.is_moe() { m.dense_layers.min(m.layers) } else { m.layers };
+    let dense_total = m.layers - m.moe_layers();
     let t_sum = dense_total as f64 * t_dense + (m.layers - dense_total) as f64 * t_moe + pp as f64 * p2p + t_emb + t_head;
     let v = s.vpp.max(1) as f64;
     let pipeline_s = if s.vpp > 1 {

@@ -49,6 +49,7 @@ pub struct Space {
     pub vocab_multiple: u32,
     /// See [`Strategy::fused_kernels`].
     pub fused_kernels: bool,
+    pub flexible_pipeline: bool,
     pub cluster: Cluster,
     pub profile: Profile,
     pub options: Options,
@@ -150,10 +151,11 @@ impl Space {
         if hidden == b.hidden && layers == b.layers && heads == b.heads {
             return Ok(*b);
         }
-        let tied = b.mla.is_none() && b.head_dim as u64 * b.heads as u64 == b.hidden as u64;
-        if tied && !hidden.is_multiple_of(heads) {
+        // hidden % heads for every non-MLA model, as `rules::check_shape` (Megatron asserts it).
+        if b.mla.is_none() && !hidden.is_multiple_of(heads) {
             return Err(Reject::HiddenNotDivisibleByHeads);
         }
+        let tied = b.mla.is_none() && b.head_dim as u64 * b.heads as u64 == b.hidden as u64;
         let head_dim = if tied { hidden / heads } else { b.head_dim };
         let group = (b.heads / b.kv_heads.max(1)).max(1);
         let kv_heads = if heads.is_multiple_of(group) { heads / group } else { heads };
@@ -285,7 +287,7 @@ fn run_block(space: &Space, block: u64, per_block: u64, bound: &SharedBound, out
     // Block-level rules, in the precedence of `rules::check_strategy`.
     let tp_reject = if !gpus.is_multiple_of(tp as u64) {
         Some(Reject::GpusMismatch)
-    } else if !space.options.allow_cross_node_tp && tp > c.gpus_per_node {
+    } else if !space.options.allow_cross_node_tp && tp > c.domain() {
         Some(Reject::TpExceedsNode)
     } else if m.heads % tp != 0 {
         Some(Reject::HeadsNotDivisibleByTp)
@@ -344,6 +346,7 @@ fn run_block(space: &Space, block: u64, per_block: u64, bound: &SharedBound, out
                             uneven_stages: space.uneven_stages,
                             vocab_multiple: space.vocab_multiple,
                             fused_kernels: space.fused_kernels,
+                            flexible_pipeline: space.flexible_pipeline,
                         };
                         let mut lc: Option<LayerCost> = None;
                         // Per-layer activations depend on (tp, cp, mbs, sp, recompute) only.
@@ -379,7 +382,7 @@ fn run_block(space: &Space, block: u64, per_block: u64, bound: &SharedBound, out
                                         let s = Strategy { zero_stage: z, ..s0 };
                                         let idx = index;
                                         index += 1;
-                                        if z >= 2 && pp > 1 && !space.keep_infeasible {
+                                        if z >= 2 && pp > 1 && !space.flexible_pipeline && !space.keep_infeasible {
                                             out.pruned[Reject::ZeroWithPipeline as usize] += 1;
                                             continue;
                                         }
@@ -451,6 +454,7 @@ mod tests {
             uneven_stages: true,
             vocab_multiple: 128,
             fused_kernels: true,
+            flexible_pipeline: false,
             cluster: Cluster { gpu: a100_80(), nodes: 48, gpus_per_node: 8 },
             profile: Profile::default(),
             options: Options::default(),

@@ -59,6 +59,32 @@ pub struct Model {
     pub dense_layers: u32,
     /// `Some` for multi-head latent attention.
     pub mla: Option<Mla>,
+    /// Spacing of the MoE layers after the `dense_layers`: layer `i` carries routed experts when
+    /// `(i + 1) % moe_layer_every == 0`. 0 or 1: every one (DeepSeek, Mixtral, Qwen3-MoE); 2: every
+    /// other, the rest dense with `ffn_hidden` (Llama 4 Maverick's `interleave_moe_layer_step`).
+    pub moe_layer_every: u32,
+    /// Multi-token-prediction modules after the last layer (DeepSeek-V3 §2.2: 1). Each holds one
+    /// decoder layer of the last layer's kind, a `2h x h` projection and three norms, and shares
+    /// the word embedding and output head with the main model.
+    pub mtp_layers: u32,
+    /// Per-head RMSNorm on queries and keys (Qwen3 `q_norm`/`k_norm`): `2 * head_dim` weights a layer.
+    pub qk_norm: bool,
+    /// One learned sink logit per head (GPT-OSS): `heads` weights a layer.
+    pub attention_sinks: bool,
+    /// One router bias per expert (GPT-OSS's router `Linear` bias; DeepSeek-V3's
+    /// `e_score_correction_bias`): `experts` weights an MoE layer.
+    pub router_bias: bool,
+    /// Biases on the query, key and value projections only (Qwen2, Qwen2.5); `bias` implies them.
+    pub qkv_bias: bool,
+    /// Norms after attention and after the MLP as well as before them (Gemma 2/3, Grok-1): four
+    /// norms a layer instead of two.
+    pub sandwich_norm: bool,
+    /// Keys a windowed (local) attention layer sees; 0 = every layer attends to the whole sequence.
+    pub sliding_window: u32,
+    /// With a window: layer `i` attends to the whole sequence when `(i + 1) % full_attention_every
+    /// == 0` and to the window otherwise (GPT-OSS and Gemma 2: 2, alternating from a windowed
+    /// layer 0; Gemma 3: 6); 0 = every layer windowed (Mistral 7B).
+    pub full_attention_every: u32,
 }
 
 impl Model {
@@ -68,10 +94,58 @@ impl Model {
 
     /// Layers that carry routed experts.
     pub fn moe_layers(&self) -> u32 {
-        if self.is_moe() {
-            self.layers.saturating_sub(self.dense_layers)
+        self.moe_layers_in(0, self.layers)
+    }
+
+    /// Whether layer `i` (from 0) carries routed experts: past the leading `dense_layers`, every
+    /// `moe_layer_every`-th.
+    pub fn is_moe_layer(&self, i: u32) -> bool {
+        self.is_moe() && i >= self.dense_layers && i < self.layers && (self.moe_layer_every <= 1 || (i + 1).is_multiple_of(self.moe_layer_every))
+    }
+
+    /// MoE layers among layers `first .. first + n` (a pipeline stage), without walking them.
+    pub fn moe_layers_in(&self, first: u32, n: u32) -> u32 {
+        if !self.is_moe() {
+            return 0;
+        }
+        let end = first.saturating_add(n).min(self.layers) as u64;
+        let start = (first.max(self.dense_layers) as u64).min(end);
+        let k = self.moe_layer_every.max(1) as u64;
+        // Layers i in [start, end) with (i + 1) % k == 0: multiples of k in [start + 1, end].
+        (end / k - start / k) as u32
+    }
+
+    /// Layers whose attention is windowed (see `sliding_window`, `full_attention_every`).
+    pub fn windowed_layers(&self) -> u32 {
+        self.windowed_layers_in(0, self.layers)
+    }
+
+    /// Whether layer `i` attends only to the last `sliding_window` keys.
+    pub fn is_windowed_layer(&self, i: u32) -> bool {
+        self.sliding_window > 0 && (self.full_attention_every == 0 || !(i + 1).is_multiple_of(self.full_attention_every))
+    }
+
+    /// Windowed layers among layers `first .. first + n`.
+    pub fn windowed_layers_in(&self, first: u32, n: u32) -> u32 {
+        let end = first.saturating_add(n).min(self.layers);
+        let start = first.min(end);
+        if self.sliding_window == 0 {
+            return 0;
+        }
+        if self.full_attention_every == 0 {
+            return end - start;
+        }
+        let k = self.full_attention_every;
+        (end - start) - (end / k - start / k)
+    }
+
+    /// Keys each query of a layer sees in the llm-foundry convention (no causal halving): the
+    /// sequence, or the window where the layer is windowed and the window is shorter.
+    pub fn attended_keys(&self, windowed: bool) -> u32 {
+        if windowed && self.sliding_window > 0 {
+            self.sliding_window.min(self.seq_len)
         } else {
-            0
+            self.seq_len
         }
     }
 
@@ -110,6 +184,18 @@ impl Model {
             if self.shared_experts > 1 << 16 {
                 return Err(TopoError::too_large("shared_experts", self.shared_experts, 1 << 16));
             }
+            if self.moe_layer_every > 1 << 20 {
+                return Err(TopoError::too_large("moe_layer_every", self.moe_layer_every, 1 << 20));
+            }
+        }
+        if self.mtp_layers > 1 << 10 {
+            return Err(TopoError::too_large("mtp_layers", self.mtp_layers, 1 << 10));
+        }
+        if self.sliding_window > 1 << 26 {
+            return Err(TopoError::too_large("sliding_window", self.sliding_window, 1 << 26));
+        }
+        if self.full_attention_every > 1 << 20 {
+            return Err(TopoError::too_large("full_attention_every", self.full_attention_every, 1 << 20));
         }
         // Parameter counts are reported exactly (as f64 and i64): at most 2^53, ~9e15, 50000 times
         // the largest published dense models.
@@ -134,6 +220,9 @@ pub struct Gpu {
     pub peak_fp16: f64,
     pub peak_bf16: f64,
     pub peak_fp8: f64,
+    /// Blackwell's block-scaled formats (OCP MX FP8, NVFP4); 0 where the chip has none.
+    pub peak_mxfp8: f64,
+    pub peak_nvfp4: f64,
     /// Non-tensor (SIMT) FP32 rate, FLOP/s: what a GEMM that cannot use tensor cores runs at.
     pub vector_fp32: f64,
     pub memory_bytes: f64,
@@ -147,6 +236,9 @@ pub struct Gpu {
     pub intra_node_bw: f64,
     pub inter_node_bw: f64,
     pub board_power_w: f64,
+    /// GPUs that reach each other over NVLink at `intra_node_bw`: 72 in a GB200/GB300 NVL72 rack,
+    /// else the node (0 = the node).
+    pub nvlink_domain: u32,
 }
 
 impl Gpu {
@@ -157,6 +249,8 @@ impl Gpu {
             Precision::Fp16 => self.peak_fp16,
             Precision::Bf16 => self.peak_bf16,
             Precision::Fp8 => self.peak_fp8,
+            Precision::Mxfp8 => self.peak_mxfp8,
+            Precision::Nvfp4 => self.peak_nvfp4,
         }
     }
 
@@ -175,7 +269,7 @@ impl Gpu {
                 return Err(TopoError::not_finite(name, v));
             }
         }
-        for (name, v) in [("peak_fp32", self.peak_fp32), ("peak_tf32", self.peak_tf32), ("peak_bf16", self.peak_bf16), ("peak_fp8", self.peak_fp8)] {
+        for (name, v) in [("peak_fp32", self.peak_fp32), ("peak_tf32", self.peak_tf32), ("peak_bf16", self.peak_bf16), ("peak_fp8", self.peak_fp8), ("peak_mxfp8", self.peak_mxfp8), ("peak_nvfp4", self.peak_nvfp4)] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(TopoError::not_finite(name, v));
             }
@@ -194,6 +288,12 @@ pub struct Cluster {
 impl Cluster {
     pub fn gpus(&self) -> u64 {
         self.nodes as u64 * self.gpus_per_node as u64
+    }
+
+    /// GPUs one NVLink domain holds: the node, or the rack where NVLink spans nodes (NVL72).
+    /// Collectives within it run at the NVLink rate; tensor parallelism stays within it.
+    pub fn domain(&self) -> u32 {
+        self.gpu.nvlink_domain.max(self.gpus_per_node)
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -223,11 +323,21 @@ pub enum Precision {
     Fp16 = 1,
     Bf16 = 2,
     Fp8 = 3,
+    /// OCP microscaling FP8 (32-element blocks with an 8-bit scale), Blackwell.
+    Mxfp8 = 4,
+    /// NVFP4 (16-element blocks with an FP8 scale), Blackwell.
+    Nvfp4 = 5,
 }
 
 impl Precision {
     pub fn label(self) -> &'static str {
-        ["fp32", "fp16", "bf16", "fp8"][self as usize]
+        ["fp32", "fp16", "bf16", "fp8", "mxfp8", "nvfp4"][self as usize]
+    }
+
+    /// Whether GEMMs run in a sub-16-bit format while attention and the rest stay in 16 bits
+    /// (TransformerEngine's recipes).
+    pub fn low_precision_gemm(self) -> bool {
+        matches!(self, Precision::Fp8 | Precision::Mxfp8 | Precision::Nvfp4)
     }
 
     /// Bytes of one activation / weight element as stored for compute.
@@ -244,7 +354,8 @@ impl Precision {
         match self {
             Precision::Fp32 => 4,
             Precision::Fp16 | Precision::Bf16 => 8,
-            Precision::Fp8 => 16,
+            Precision::Fp8 | Precision::Mxfp8 => 16,
+            Precision::Nvfp4 => 32,
         }
     }
 }
@@ -281,6 +392,10 @@ pub struct Strategy {
     /// Q and K instead of two, and `repeat_kv` copies K and V to every query head, which attention
     /// then saves for backward.
     pub fused_kernels: bool,
+    /// The framework's pipeline is the flexible kind of Megatron-Core and torchtitan: ZeRO-2/3
+    /// (FSDP) sharding under pp > 1, interleaving at pp 2, uneven interleaved chunks. Megatron-LM
+    /// (2021) and DeepSpeed's pipeline engine refuse all three.
+    pub flexible_pipeline: bool,
 }
 
 impl Strategy {
@@ -363,6 +478,15 @@ pub mod examples {
             moe_ffn_hidden: 0,
             dense_layers: 0,
             mla: None,
+            moe_layer_every: 1,
+            mtp_layers: 0,
+            qk_norm: false,
+            attention_sinks: false,
+            router_bias: false,
+            qkv_bias: false,
+            sandwich_norm: false,
+            sliding_window: 0,
+            full_attention_every: 0,
         }
     }
 
@@ -395,6 +519,15 @@ pub mod examples {
             moe_ffn_hidden: 0,
             dense_layers: 0,
             mla: None,
+            moe_layer_every: 1,
+            mtp_layers: 0,
+            qk_norm: false,
+            attention_sinks: false,
+            router_bias: false,
+            qkv_bias: false,
+            sandwich_norm: false,
+            sliding_window: 0,
+            full_attention_every: 0,
         }
     }
 
@@ -407,6 +540,8 @@ pub mod examples {
             peak_fp16: 312e12,
             peak_bf16: 312e12,
             peak_fp8: 0.0,
+            peak_mxfp8: 0.0,
+            peak_nvfp4: 0.0,
             vector_fp32: 19.5e12,
             memory_bytes: 80.0 * 1024f64.powi(3),
             memory_bw: 2039e9,
@@ -415,6 +550,7 @@ pub mod examples {
             intra_node_bw: 300e9,
             inter_node_bw: 25e9,
             board_power_w: 400.0,
+        nvlink_domain: 0,
         }
     }
 
@@ -427,6 +563,8 @@ pub mod examples {
             peak_fp16: 989.5e12,
             peak_bf16: 989.5e12,
             peak_fp8: 1979e12,
+            peak_mxfp8: 0.0,
+            peak_nvfp4: 0.0,
             vector_fp32: 67e12,
             memory_bytes: 141.0 * 1024f64.powi(3),
             memory_bw: 4800e9,
@@ -435,6 +573,7 @@ pub mod examples {
             intra_node_bw: 450e9,
             inter_node_bw: 50e9,
             board_power_w: 700.0,
+        nvlink_domain: 0,
         }
     }
 
@@ -456,6 +595,7 @@ pub mod examples {
             uneven_stages: true,
             vocab_multiple: 128,
             fused_kernels: true,
+            flexible_pipeline: false,
         }
     }
 }

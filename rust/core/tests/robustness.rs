@@ -86,11 +86,12 @@ fn random_strategy(r: &mut Rng) -> Strategy {
         zero_stage: (r.next() % 4) as u8,
         recompute: r.pick(&Recompute::ALL),
         sequence_parallel: r.next().is_multiple_of(2),
-        precision: r.pick(&[Precision::Fp32, Precision::Fp16, Precision::Bf16, Precision::Fp8]),
+        precision: r.pick(&[Precision::Fp32, Precision::Fp16, Precision::Bf16, Precision::Fp8, Precision::Mxfp8, Precision::Nvfp4]),
         flash_attention: r.next().is_multiple_of(2),
         uneven_stages: r.next().is_multiple_of(2),
         vocab_multiple: [1, 8, 128, 1 << 16][(r.next() % 4) as usize],
         fused_kernels: r.next().is_multiple_of(2),
+        flexible_pipeline: r.next().is_multiple_of(2),
     }
 }
 
@@ -152,6 +153,7 @@ fn enumerate_never_panics_on_edge_lists() {
             uneven_stages: true,
             vocab_multiple: 128,
             fused_kernels: true,
+            flexible_pipeline: false,
             cluster: Cluster { gpu: a100_80(), nodes: r.edge(1 << 20) as u32, gpus_per_node: r.edge(1 << 10) as u32 },
             profile: Profile::default(),
             options: Options::default(),

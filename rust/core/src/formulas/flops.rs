@@ -16,16 +16,22 @@
 use crate::spec::{Model, Recompute};
 
 /// Forward attention-core FLOPs (scores and context) of one sequence over all layers, with the
-/// heads' real widths (MLA: query/key `nope + rope`, value `v_head_dim`). `causal` counts the
-/// query-key pairs a causal kernel computes, `s (s + 1) / 2`, instead of `s^2`.
+/// heads' real widths (MLA: query/key `nope + rope`, value `v_head_dim`; Qwen3 and GPT-OSS heads
+/// wider or narrower than hidden/heads). `causal` counts the query-key pairs a causal kernel
+/// computes, `s (s + 1) / 2`, instead of `s^2`; windowed layers pair a query with at most the window.
 pub fn attention_fwd(m: &Model, causal: bool) -> f64 {
     let (dqk, dv) = match m.mla {
         Some(x) => ((x.qk_nope_head_dim + x.qk_rope_head_dim) as f64, x.v_head_dim as f64),
         None => (m.head_dim as f64, m.head_dim as f64),
     };
     let s = m.seq_len as f64;
-    let pairs = if causal { s * (s + 1.0) / 2.0 } else { s * s };
-    m.layers as f64 * 2.0 * m.heads as f64 * (dqk + dv) * pairs
+    let full_pairs = if causal { s * (s + 1.0) / 2.0 } else { s * s };
+    // A windowed layer (GPT-OSS, Gemma) pairs each query with at most `sliding_window` keys.
+    let w = m.attended_keys(true) as f64;
+    let window_pairs = if !causal { s * w } else { s * w - w * (w - 1.0) / 2.0 };
+    let windowed = m.windowed_layers() as f64;
+    let pairs = (m.layers as f64 - windowed) * full_pairs + windowed * window_pairs;
+    2.0 * m.heads as f64 * (dqk + dv) * pairs
 }
 
 /// Parameters a token multiplies in the decoder layers (MoE: top-k routed and shared experts).
@@ -114,6 +120,36 @@ mod tests {
         assert!((tflops(f, 143.31, 384.0) / 112.49 - 1.0).abs() < 1e-3);
         // "GBS Variations", DP8 TP4 PP12 MBS4: 111.89 s/it, 144.08 TFLOPs.
         assert!((tflops(f, 111.89, 384.0) / 144.08 - 1.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn windowed_layers_see_the_window() {
+        // GPT-OSS-120B shape (config.json): 36 layers, 64 heads of 64 on hidden 2880, alternating
+        // 128-token windows. Half the layers see s keys, half 128.
+        let m = crate::spec::Model {
+            layers: 36, hidden: 2880, heads: 64, kv_heads: 8, head_dim: 64, seq_len: 4096, sliding_window: 128,
+            full_attention_every: 2, ..llama2_7b()
+        };
+        let (s, qv) = (4096.0, 2.0 * 64.0 * 64.0);
+        let expect = 2.0 * qv * (18.0 * s * s + 18.0 * s * 128.0);
+        assert!((attention_fwd(&m, false) / expect - 1.0).abs() < 1e-12);
+        // Without the window: l * 2 * s^2 * (a*d + a*d), not the 4 h s^2 of hidden 2880.
+        let full = crate::spec::Model { sliding_window: 0, ..m };
+        assert!((attention_fwd(&full, false) / (36.0 * 2.0 * s * s * qv) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn causal_attention_is_counted_once() {
+        // A causal kernel computes s(s+1)/2 query-key pairs: about half the llm-foundry count.
+        let m = llama2_7b();
+        let r = attention_fwd(&m, true) / attention_fwd(&m, false);
+        let s = m.seq_len as f64;
+        assert!((r - (s + 1.0) / (2.0 * s)).abs() < 1e-12);
+        // Useful FLOPs never exceed the hardware's, whatever the recompute.
+        for rc in [Recompute::None, Recompute::Selective, Recompute::Full] {
+            assert!(hardware(&m, 8, rc, true) >= useful(&m, 8));
+            assert!(megatron(&m, 8, rc, 32000) >= six_n(&m, 8));
+        }
     }
 
     #[test]

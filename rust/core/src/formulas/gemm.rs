@@ -114,7 +114,7 @@ impl Gemm {
 /// Dao 2023, "FlashAttention-2", §3 (work partitioning over query blocks and heads).
 pub fn flash_attention_fwd(gpu: &Gpu, p: Precision, s_q: u64, s_k: u64, head_dim: u64, batch_heads: u64) -> f64 {
     // Attention runs in 16-bit even under fp8 training (TransformerEngine keeps it in bf16).
-    let p = if p == Precision::Fp8 { Precision::Bf16 } else { p };
+    let p = if p.low_precision_gemm() { Precision::Bf16 } else { p };
     let block = 128u64;
     let tiles = s_q.div_ceil(block) * batch_heads;
     let waves = tiles.div_ceil(gpu.sms as u64);

@@ -45,8 +45,11 @@ pub fn model_states(p: f64, s: &Strategy, grad_bytes: f64, grad_shard_bytes: f64
     let dp = s.dp as f64;
     let w_bytes = match s.precision {
         Precision::Fp32 => 4.0,
-        // TransformerEngine keeps an fp8 copy beside the 16-bit weight.
+        // TransformerEngine keeps an fp8 copy beside the 16-bit weight (MX: plus a scale per 32),
+        // an NVFP4 copy half a byte plus an fp8 scale per 16.
         Precision::Fp8 => 3.0,
+        Precision::Mxfp8 => 3.0 + 1.0 / 32.0,
+        Precision::Nvfp4 => 2.5 + 1.0 / 16.0,
         _ => 2.0,
     };
     let opt_bytes = if s.precision == Precision::Fp32 { ADAM_FP32_BYTES } else { ADAM_MIXED_BYTES };

@@ -2,7 +2,9 @@
 //!
 //! # Source
 //! The layer structure of GPT-style decoders (Megatron-LM `ParallelTransformerLayer`, HF
-//! `BloomBlock`, `LlamaDecoderLayer`, `MixtralSparseMoeBlock`, DeepSeek-V2 `DeepseekV2Attention`).
+//! `BloomBlock`, `LlamaDecoderLayer`, `MixtralSparseMoeBlock`, DeepSeek-V2 `DeepseekV2Attention`,
+//! Qwen3's per-head `q_norm`/`k_norm`, GPT-OSS's attention sinks and router bias, DeepSeek-V3's
+//! multi-token-prediction module, Llama 4's interleaved MoE layers).
 //! Checked against published exact counts in the tests below. Counts are `u128`: a product of
 //! layers, hidden size, FFN size and experts at their limits does not fit 64 bits, and
 //! [`crate::spec::Model::validate`] refuses a model whose total exceeds 2^53.
@@ -18,27 +20,39 @@ pub fn norm(m: &Model) -> u128 {
     }
 }
 
-/// Attention parameters of one layer (Q, K, V, output; GQA or MLA; biases if the model has them).
+/// Attention parameters of one layer (Q, K, V, output; GQA or MLA; biases if the model has them;
+/// per-head query/key norms and sink logits where the model has them).
 ///
 /// # Formula
-/// GQA: `h*(a*d) + 2*h*(g*d) + (a*d)*h` (+ biases `a*d + 2*g*d + h`), a heads, g KV heads, d head dim.
-/// MLA (DeepSeek-V2 §2.1): `h*rq + rq + rq*a*(dn+dr)` (or `h*a*(dn+dr)` without a query rank)
-/// `+ h*(rkv+dr) + rkv + rkv*a*(dn+dv) + a*dv*h`.
+/// GQA: `h*(a*d) + 2*h*(g*d) + (a*d)*h` (+ biases `a*d + 2*g*d + h`), a heads, g KV heads, d head
+/// dim (which need not be `h/a`: Qwen3, GPT-OSS, Gemma). MLA (DeepSeek-V2 §2.1): `h*rq + rq +
+/// rq*a*(dn+dr)` (or `h*a*(dn+dr)` without a query rank) `+ h*(rkv+dr) + rkv + rkv*a*(dn+dv) +
+/// a*dv*h`. QK-norm adds `2*d` (one RMSNorm weight over the head dim for queries, one for keys,
+/// shared by the heads), sinks `a`.
 pub fn attention(m: &Model) -> u128 {
     let h = m.hidden as u128;
     let a = m.heads as u128;
+    let sinks = if m.attention_sinks { a } else { 0 };
     if let Some(mla) = m.mla {
         let (rq, rkv) = (mla.q_lora_rank as u128, mla.kv_lora_rank as u128);
         let (dn, dr, dv) = (mla.qk_nope_head_dim as u128, mla.qk_rope_head_dim as u128, mla.v_head_dim as u128);
         let q = if rq > 0 { h * rq + rq + rq * a * (dn + dr) } else { h * a * (dn + dr) };
         let kv = h * (rkv + dr) + rkv + rkv * a * (dn + dv);
-        return q + kv + a * dv * h;
+        return q + kv + a * dv * h + sinks;
     }
     let d = m.head_dim as u128;
     let g = m.kv_heads as u128;
     let weights = h * a * d + 2 * h * g * d + a * d * h;
-    let biases = if m.bias { a * d + 2 * g * d + h } else { 0 };
-    weights + biases
+    let biases = if m.bias { a * d + 2 * g * d + h } else if m.qkv_bias { a * d + 2 * g * d } else { 0 };
+    let qk_norm = if m.qk_norm { 2 * d } else { 0 };
+    weights + biases + qk_norm + sinks
+}
+
+/// Router parameters of one MoE layer: an `h x experts` projection, plus a bias per expert where
+/// the model has one.
+pub fn router(m: &Model) -> u128 {
+    let e = m.experts as u128;
+    m.hidden as u128 * e + if m.router_bias { e } else { 0 }
 }
 
 /// Parameters of one MLP with intermediate size `f`: 2 matrices for GELU, 3 for SwiGLU.
@@ -50,21 +64,41 @@ pub fn mlp(m: &Model, f: u128) -> u128 {
     }
 }
 
+/// Norm parameters of one decoder layer: two norms (before attention and before the MLP), four
+/// with sandwich norms (after each as well).
+pub fn layer_norms(m: &Model) -> u128 {
+    if m.sandwich_norm { 4 * norm(m) } else { 2 * norm(m) }
+}
+
 /// Parameters of one dense decoder layer.
 pub fn dense_layer(m: &Model) -> u128 {
-    attention(m) + mlp(m, m.ffn_hidden as u128) + 2 * norm(m)
+    attention(m) + mlp(m, m.ffn_hidden as u128) + layer_norms(m)
 }
 
 /// Parameters of one MoE layer: attention, router, routed and shared experts.
 pub fn moe_layer(m: &Model) -> u128 {
     let experts = m.experts as u128 + m.shared_experts as u128;
-    attention(m) + m.hidden as u128 * m.experts as u128 + experts * mlp(m, m.moe_ffn_hidden as u128) + 2 * norm(m)
+    attention(m) + router(m) + experts * mlp(m, m.moe_ffn_hidden as u128) + layer_norms(m)
 }
 
 /// Parameters of an MoE layer that one token uses (top-k routed plus shared experts).
 pub fn moe_layer_active(m: &Model) -> u128 {
     let experts = m.topk as u128 + m.shared_experts as u128;
-    attention(m) + m.hidden as u128 * m.experts as u128 + experts * mlp(m, m.moe_ffn_hidden as u128) + 2 * norm(m)
+    attention(m) + router(m) + experts * mlp(m, m.moe_ffn_hidden as u128) + layer_norms(m)
+}
+
+/// Parameters of one multi-token-prediction module beyond what it shares with the main model
+/// (the word embedding and output head): the decoder layer (of the last layer's kind), the
+/// `2h x h` projection of [norm(hidden); norm(embedding)] and the three norms (DeepSeek-V3 §2.2;
+/// HF `eh_proj`, `enorm`, `hnorm`, `shared_head.norm`). `active` counts the top-k experts only.
+pub fn mtp_module(m: &Model, active: bool) -> u128 {
+    let layer = if m.is_moe_layer(m.layers.saturating_sub(1)) {
+        if active { moe_layer_active(m) } else { moe_layer(m) }
+    } else {
+        dense_layer(m)
+    };
+    let h = m.hidden as u128;
+    layer + 2 * h * h + 3 * norm(m)
 }
 
 /// Word embedding for a (possibly padded) vocabulary.
@@ -78,21 +112,30 @@ pub fn embedding_extras(m: &Model) -> u128 {
     pos + if m.embedding_norm { norm(m) } else { 0 }
 }
 
-/// Total parameters with the checkpoint's vocabulary: the number model cards publish.
+/// Total parameters with the checkpoint's vocabulary: the number model cards publish (for a model
+/// with multi-token prediction, the main model's plus its MTP modules').
 pub fn total(m: &Model) -> u128 {
-    let layers = (m.layers - m.moe_layers()) as u128 * dense_layer(m) + m.moe_layers() as u128 * if m.is_moe() { moe_layer(m) } else { 0 };
+    main(m) + m.mtp_layers as u128 * mtp_module(m, false)
+}
+
+/// Parameters of the main model, without multi-token-prediction modules (DeepSeek-V3's "671B").
+pub fn main(m: &Model) -> u128 {
+    let moe = m.moe_layers();
+    let layers = (m.layers - moe) as u128 * dense_layer(m) + moe as u128 * if m.is_moe() { moe_layer(m) } else { 0 };
     let head = if m.tied_embeddings { 0 } else { embedding(m, m.vocab as u128) };
     embedding(m, m.vocab as u128) + embedding_extras(m) + layers + norm(m) + head
 }
 
-/// Parameters a token touches (MoE: top-k and shared experts only); equals [`total`] when dense.
+/// Parameters a token touches (MoE: top-k and shared experts only, MTP modules included); equals
+/// [`total`] when dense.
 pub fn active(m: &Model) -> u128 {
     if !m.is_moe() {
         return total(m);
     }
-    let layers = (m.layers - m.moe_layers()) as u128 * dense_layer(m) + m.moe_layers() as u128 * moe_layer_active(m);
+    let moe = m.moe_layers();
+    let layers = (m.layers - moe) as u128 * dense_layer(m) + moe as u128 * moe_layer_active(m);
     let head = if m.tied_embeddings { 0 } else { embedding(m, m.vocab as u128) };
-    embedding(m, m.vocab as u128) + embedding_extras(m) + layers + norm(m) + head
+    embedding(m, m.vocab as u128) + embedding_extras(m) + layers + norm(m) + head + m.mtp_layers as u128 * mtp_module(m, true)
 }
 
 /// Vocabulary rows the framework allocates: padded up to a multiple of `multiple * tp`, as
@@ -121,22 +164,28 @@ pub fn first_layer(layers: u32, pp: u32, stage: u32) -> u32 {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LayerCounts {
     pub norm: f64,
+    /// Norms of one decoder layer ([`layer_norms`]), replicated on every tensor-parallel rank.
+    pub layer_norms: f64,
     pub dense_layer: f64,
     pub attention: f64,
     pub expert_mlp: f64,
     pub router: f64,
     pub embedding_extras: f64,
+    /// One multi-token-prediction module (0 without); it sits on the last pipeline stage.
+    pub mtp_module: f64,
 }
 
 impl LayerCounts {
     pub fn new(m: &Model) -> Self {
         LayerCounts {
             norm: norm(m) as f64,
+            layer_norms: layer_norms(m) as f64,
             dense_layer: dense_layer(m) as f64,
             attention: attention(m) as f64,
             expert_mlp: if m.is_moe() { mlp(m, m.moe_ffn_hidden as u128) as f64 } else { 0.0 },
-            router: m.hidden as f64 * m.experts as f64,
+            router: router(m) as f64,
             embedding_extras: embedding_extras(m) as f64,
+            mtp_module: if m.mtp_layers > 0 { mtp_module(m, false) as f64 } else { 0.0 },
         }
     }
 }
@@ -147,7 +196,9 @@ impl LayerCounts {
 /// are split over `ep * tp`. The first stage holds the word embedding (split over `tp`) and the
 /// position table; the last holds the final norm and the LM head (a copy of the embedding when
 /// tied and `pp > 1`, as Megatron-LM keeps one for the tied gradient), with the framework's
-/// vocabulary padding ([`padded_vocab`]).
+/// vocabulary padding ([`padded_vocab`]), and the multi-token-prediction modules (Megatron-Core
+/// places them on the last stage, with a copy of the word embedding when `pp > 1`; their matrices
+/// split over `tp`, routed experts over `ep * tp`, as the main layers').
 pub fn stage_rank(m: &Model, tp: u32, ep: u32, pp: u32, stage: u32, vocab_multiple: u32) -> f64 {
     stage_rank_with(&LayerCounts::new(m), m, tp, ep, pp, stage, vocab_multiple)
 }
@@ -157,17 +208,15 @@ pub fn stage_rank_with(lc: &LayerCounts, m: &Model, tp: u32, ep: u32, pp: u32, s
     let tp_f = tp as f64;
     let n_norm = lc.norm;
     let layers = stage_layers(m.layers, pp, stage);
-    // Which of this stage's layers are dense (the leading `dense_layers` of the model).
-    let dense_here = if m.is_moe() { m.dense_layers.saturating_sub(first_layer(m.layers, pp, stage)).min(layers) } else { layers };
-    let moe_here = layers - dense_here;
-    let dense = (lc.dense_layer - 2.0 * n_norm) / tp_f + 2.0 * n_norm;
-    let mut p = dense_here as f64 * dense;
-    if moe_here > 0 {
-        let routed = m.experts as f64 * lc.expert_mlp;
-        let shared = m.shared_experts as f64 * lc.expert_mlp;
-        let per = lc.attention / tp_f + shared / tp_f + routed / (tp_f * ep as f64) + lc.router + 2.0 * n_norm;
-        p += moe_here as f64 * per;
-    }
+    // Which of this stage's layers carry experts (after the leading `dense_layers`, every
+    // `moe_layer_every`-th).
+    let moe_here = m.moe_layers_in(first_layer(m.layers, pp, stage), layers);
+    let dense_here = layers - moe_here;
+    let dense = (lc.dense_layer - lc.layer_norms) / tp_f + lc.layer_norms;
+    let routed = m.experts as f64 * lc.expert_mlp;
+    let shared = m.shared_experts as f64 * lc.expert_mlp;
+    let moe = lc.attention / tp_f + shared / tp_f + routed / (tp_f * ep as f64) + lc.router + lc.layer_norms;
+    let mut p = dense_here as f64 * dense + moe_here as f64 * moe;
     let vocab = padded_vocab(m.vocab, tp, vocab_multiple) as f64;
     let emb = vocab * m.hidden as f64 / tp_f;
     if stage == 0 {
@@ -177,6 +226,14 @@ pub fn stage_rank_with(lc: &LayerCounts, m: &Model, tp: u32, ep: u32, pp: u32, s
         p += n_norm;
         if !m.tied_embeddings || pp > 1 {
             p += emb;
+        }
+        if m.mtp_layers > 0 {
+            let layer = if m.is_moe_layer(m.layers - 1) { moe } else { dense };
+            let h = m.hidden as f64;
+            p += m.mtp_layers as f64 * (layer + 2.0 * h * h / tp_f + 3.0 * n_norm);
+            if pp > 1 {
+                p += emb;
+            }
         }
     }
     p
@@ -274,6 +331,58 @@ mod tests {
         let per: Vec<u32> = (0..12).map(|s| stage_layers(70, 12, s)).collect();
         assert_eq!(per.iter().sum::<u32>(), 70);
         assert!(per.iter().max().unwrap() - per.iter().min().unwrap() <= 1);
+    }
+
+    #[test]
+    fn moe_layer_counts_match_a_walk() {
+        // Llama 4 Maverick interleaves (interleave_moe_layer_step 2: layers 1, 3, ... carry
+        // experts); DeepSeek-V3 keeps its first 3 layers dense. Counting by range equals walking.
+        let base = Model { experts: 16, topk: 1, moe_ffn_hidden: 8192, ..llama2_7b() };
+        for (layers, dense, every) in [(48, 0, 2), (61, 3, 1), (48, 0, 1), (30, 5, 3), (7, 7, 2), (10, 0, 0)] {
+            let m = Model { layers, dense_layers: dense, moe_layer_every: every, ..base };
+            let walk = |a: u32, n: u32| (a..a + n).filter(|&i| m.is_moe_layer(i)).count() as u32;
+            assert_eq!(m.moe_layers(), walk(0, layers), "{layers} {dense} {every}");
+            for pp in [1, 2, 3, 5] {
+                for st in 0..pp.min(layers) {
+                    let (a, n) = (first_layer(layers, pp, st), stage_layers(layers, pp, st));
+                    assert_eq!(m.moe_layers_in(a, n), walk(a, n));
+                }
+            }
+        }
+        let maverick = Model { layers: 48, moe_layer_every: 2, ..base };
+        assert_eq!(maverick.moe_layers(), 24);
+        assert!(!maverick.is_moe_layer(0) && maverick.is_moe_layer(1));
+    }
+
+    #[test]
+    fn windowed_layer_counts_match_a_walk() {
+        // GPT-OSS alternates windowed and full layers from a windowed layer 0 (every 2); Gemma 3
+        // has one full layer in 6; Mistral 7B windows every layer (0).
+        for (layers, every) in [(36, 2), (24, 2), (62, 6), (32, 0), (5, 7)] {
+            let m = Model { layers, sliding_window: 128, full_attention_every: every, ..llama2_7b() };
+            let walk = |a: u32, n: u32| (a..a + n).filter(|&i| m.is_windowed_layer(i)).count() as u32;
+            assert_eq!(m.windowed_layers(), walk(0, layers));
+            assert_eq!(m.windowed_layers_in(3, 10), walk(3, 10.min(layers.saturating_sub(3))));
+        }
+        assert_eq!(Model { layers: 36, sliding_window: 128, full_attention_every: 2, ..llama2_7b() }.windowed_layers(), 18);
+        assert_eq!(llama2_7b().windowed_layers(), 0);
+    }
+
+    #[test]
+    fn mtp_module_sits_on_the_last_stage() {
+        // DeepSeek-V3 shape (config.json), one MTP module: at pp = 1 the stage holds the total; at
+        // pp > 1 the stages hold the total plus the last stage's copy of the word embedding.
+        let mla = Mla { q_lora_rank: 1536, kv_lora_rank: 512, qk_rope_head_dim: 64, qk_nope_head_dim: 128, v_head_dim: 128 };
+        let m = Model {
+            layers: 61, hidden: 7168, heads: 128, kv_heads: 128, head_dim: 128, ffn_hidden: 18432, vocab: 129280,
+            experts: 256, topk: 8, shared_experts: 1, moe_ffn_hidden: 2048, dense_layers: 3, mla: Some(mla),
+            router_bias: true, mtp_layers: 1, ..llama2_7b()
+        };
+        assert_eq!(total(&m) - main(&m), mtp_module(&m, false));
+        assert_eq!(stage_rank(&m, 1, 1, 1, 0, 128) as u128, total(&m));
+        let sum: f64 = (0..4).map(|s| stage_rank(&m, 1, 1, 4, s, 128)).sum();
+        assert_eq!(sum as u128, total(&m) + 129280 * 7168);
+        assert!(active(&m) < total(&m) / 10);
     }
 
     #[test]
