@@ -58,7 +58,7 @@ def _residuals(pred: np.ndarray, steps: np.ndarray) -> np.ndarray:
 
 
 def fit(runs: list[Run], steps: list[float], free: list[bool], start: dict[str, Any],
-        init: dict[str, Any] | None = None, max_iter: int = 30) -> dict[str, Any]:
+        init: dict[str, Any] | None = None, max_iter: int = 30, tol: float = 1e-7) -> dict[str, Any]:
     """The profile (a copy of ``start`` with the free time constants fitted) minimizing
     :func:`loss` over ``runs`` with measured ``steps``; ``init`` is where the search begins (``start``
     by default; the ridge always pulls toward ``start``). With no runs, ``start`` itself."""
@@ -108,6 +108,6 @@ def fit(runs: list[Run], steps: list[float], free: list[bool], start: dict[str, 
                 lam = max(lam / 3.0, 1e-9)
                 break
             lam *= 4.0
-        if not improved or gain <= 1e-10 * max(cost, 1e-12):
+        if not improved or gain <= tol * max(cost, 1e-12):
             break
     return prof_at(u)
