@@ -229,8 +229,10 @@ def test_megatron_bridge_groups_by_gpu_and_family(small):
 def test_report_rejects_bad_arguments():
     with pytest.raises(InputError, match="`by` must name"):
         v.report(by=("source", "colour"))
-    with pytest.raises(InputError, match="`sources` must name"):
+    with pytest.raises(InputError, match="got `seed999`"):
         v.report(sources=("seed999",))
+    with pytest.raises(InputError, match="`by` must name .* got none"):
+        v.report(by=())
 
 
 def test_report_on_every_source_is_bounded():

@@ -873,11 +873,11 @@ def report(by: tuple[str, ...] | str = ("source", "framework"), logo: bool = Tru
 
     ``sources``: a subset of :data:`SOURCES` (all by default); ``by``: names of :data:`REPORT_KEYS`.
     :func:`report_rows` gives the per-row predictions behind it."""
-    keys = (by,) if isinstance(by, str) else tuple(by)
+    keys = (by,) if isinstance(by, str) else tuple(by) if isinstance(by, (tuple, list)) else (by,)
     bad = [k for k in keys if k not in REPORT_KEYS]
     if not keys or bad:
-        raise InputError(f"`by` must name one or more of {', '.join(REPORT_KEYS)}, got {spec._show(by, quote=True)}",
-                         code="invalid_value")
+        got = f"`{spec._show(bad[0])}`" if bad else "none"
+        raise InputError(f"`by` must name one or more of {', '.join(REPORT_KEYS)}, got {got}", code="invalid_value")
     df = report_rows(logo, sources)
     out = []
     for key, g in df.group_by(list(keys), maintain_order=True):
@@ -900,9 +900,10 @@ def report_rows(logo: bool = True, sources: tuple[str, ...] | None = None) -> pl
     """Every row of :func:`report`: measured step time, the stored profile's prediction
     (``predicted_s``), the whole-framework refit's (``fit_s``) and, with ``logo``, the held-out
     refits' (``logo_<partition>_s``; NaN where a row is in no group of that partition)."""
-    chosen = tuple(SOURCES) if sources is None else tuple(sources)
-    bad = [s for s in chosen if s not in SOURCES]
+    chosen = tuple(SOURCES) if sources is None else ((sources,) if isinstance(sources, str) else
+                                                    tuple(sources) if isinstance(sources, (tuple, list)) else (sources,))
+    bad = [s for s in chosen if not isinstance(s, str) or s not in SOURCES]
     if not chosen or bad:
-        raise InputError(f"`sources` must name one or more of {', '.join(SOURCES)}, got "
-                         f"{spec._show(list(chosen), quote=True)}", code="invalid_value")
+        got = f"`{spec._show(bad[0])}`" if bad else "none"
+        raise InputError(f"`sources` must name one or more of {', '.join(SOURCES)}, got {got}", code="invalid_value")
     return _predictions(chosen, logo)
