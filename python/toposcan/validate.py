@@ -900,8 +900,10 @@ def report_rows(logo: bool = True, sources: tuple[str, ...] | None = None) -> pl
     """Every row of :func:`report`: measured step time, the stored profile's prediction
     (``predicted_s``), the whole-framework refit's (``fit_s``) and, with ``logo``, the held-out
     refits' (``logo_<partition>_s``; NaN where a row is in no group of that partition)."""
-    chosen = tuple(SOURCES) if sources is None else ((sources,) if isinstance(sources, str) else
-                                                    tuple(sources) if isinstance(sources, (tuple, list)) else (sources,))
+    if sources is None:
+        chosen = tuple(SOURCES)
+    else:
+        chosen = tuple(sources) if isinstance(sources, (tuple, list)) else (sources,)
     bad = [s for s in chosen if not isinstance(s, str) or s not in SOURCES]
     if not chosen or bad:
         got = f"`{spec._show(bad[0])}`" if bad else "none"
