@@ -28,8 +28,15 @@ Tables (``table`` column of :func:`validate`):
   (``gemm_efficiency`` of ``pytorch-h200`` times the tile/wave/alignment efficiency).
 * ``narayanan2021`` - step time of Megatron-LM's weak-scaling table (1.7B to 1T parameters on up
   to 3072 A100s, ``data/published/narayanan2021.csv``), profile ``megatron-lm-a100``.
+* ``megatron-bridge`` - step time of NVIDIA's Megatron-Bridge performance-summary runs (NeMo
+  25.09-26.08 containers, ``data/published/megatron_bridge.csv``) that the catalog can express
+  today (:func:`mbridge_cases` counts the others by reason), profile :data:`MBRIDGE_PROFILE`.
 * ``seed001-transfer`` / ``narayanan2021-transfer`` - each of those two tables predicted by the other
   stack's profile (how far a fitted profile carries).
+
+:func:`report` gives the step-time fidelity per source and per framework (MAPE, max error, signed
+bias, Spearman) with leave-one-group-out refits: each source, and within the Megatron-Bridge runs each
+GPU and each model family, predicted by its profile refitted on the other rows of its framework.
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from toposcan import api, spec
+from toposcan import api, mbridge, spec
 from toposcan.calibrate import TIME_KEYS, core_inputs, fit_memory_terms, fit_time
 from toposcan.errors import InputError
 
@@ -215,6 +222,102 @@ def narayanan2021_cases() -> list[Case]:
         out.append(Case("narayanan2021", r["table"], int(r["row"]), label, kw, step, "s",
                         {"tflops": float(r["tflops_per_gpu"])}))
     return out
+
+
+#: The profile that scores NVIDIA's Megatron-Bridge runs, by catalog GPU (``"*"``: any other). A
+#: "before" choice: of the shipped profiles, ``pytorch-h200`` (built from our own Hopper kernel and step
+#: measurements) is the closest on the ten runs expressible on 2026-12-04, step-time MAPE 8.7% (H100
+#: 6.3%, B200 18% too fast), against 29% too slow under the GPUs' default ``llm-foundry-h100``. One line
+#: switches it, e.g. ``MBRIDGE_PROFILE = {"*": "megatron-core"}`` once that preset exists.
+MBRIDGE_PROFILE: dict[str, str] = {"*": "pytorch-h200"}
+MBRIDGE_TABLE = "megatron-bridge"
+
+
+def _mbridge_profile(gpu: str, profile: str | dict[str, str] | None) -> str:
+    table = MBRIDGE_PROFILE if profile is None else ({"*": profile} if isinstance(profile, str) else profile)
+    return table.get(gpu, table.get("*", spec.DEFAULT_PROFILE))
+
+
+def _first_known(name: str, known: Any) -> str | None:
+    return next((n for n in mbridge.CATALOG_FALLBACK.get(name, (name,)) if n in known), None)
+
+
+def _nodes(n: int, gpn: int) -> tuple[int, int]:
+    """(nodes, gpus_per_node) for ``n`` GPUs on machines of ``gpn``: whole machines, or one machine
+    partly used, or (NVL72 racks and the like) the largest divisor of ``n`` a machine holds."""
+    if n % gpn == 0:
+        return n // gpn, gpn
+    if n < gpn:
+        return 1, n
+    per = max(d for d in range(1, gpn + 1) if n % d == 0)
+    return n // per, per
+
+
+def mbridge_cases(profile: str | dict[str, str] | None = None) -> tuple[list[Case], dict[str, int]]:
+    """The Megatron-Bridge runs (``data/published/megatron_bridge.csv``) the catalog can express today,
+    as step-time cases, and the count of the others by reason.
+
+    Reasons: the file's ``our_skip`` (whatever the catalog holds, see :data:`mbridge.SKIP_REASONS`),
+    then ``model not in catalog``, ``gpu not in catalog``, ``precision not supported`` (these light up
+    as the catalog grows; :data:`mbridge.CATALOG_FALLBACK` names stand-ins), ``shape differs``
+    (the catalog model is not the run's), and ``rejected: <code>`` (the core cannot run it as given;
+    a run predicted not to fit in memory is kept: it ran, so only our memory model is off).
+    ``profile``: one profile for every GPU, or a table like :data:`MBRIDGE_PROFILE` (the default)."""
+    from toposcan import _core, catalog
+
+    models, gpus = set(catalog.model_names()), set(catalog.gpu_names())
+    cases: list[Case] = []
+    skipped: dict[str, int] = {}
+
+    def skip(reason: str) -> None:
+        skipped[reason] = skipped.get(reason, 0) + 1
+
+    opts = spec.options_dict(0.0, 1e12, False, False)
+    for r in load("megatron_bridge", "published"):
+        if r["our_skip"]:
+            skip(r["our_skip"])
+            continue
+        model = _first_known(r["our_model"], models)
+        precision = _first_known(r["our_precision"], spec.PRECISIONS)
+        gpu = r["our_gpu"]
+        if model is None:
+            skip(f"model not in catalog: {r['our_model']}")
+            continue
+        if gpu not in gpus:
+            skip(f"gpu not in catalog: {gpu}")
+            continue
+        if precision is None:
+            skip(f"precision not supported: {r['our_precision']}")
+            continue
+        m = catalog.model_spec(model)
+        if any(r[src] and int(r[src]) != int(m[ours]) for src, ours in
+               (("n_layers", "layers"), ("hidden", "hidden"), ("n_heads", "heads"))):
+            skip("shape differs")
+            continue
+        n = int(r["n_gpus"])
+        nodes, gpn = _nodes(n, int(catalog.gpu_spec(gpu)["gpus_per_node"]))
+        tp = int(r["tp"])
+        prof = _mbridge_profile(gpu, profile)
+        kw = dict(model=model, seq_len=int(r["seq_len"]), gpu=gpu, nodes=nodes, gpus_per_node=gpn,
+                  dp=int(r["our_dp"]), tp=tp, pp=int(r["pp"]), vpp=int(r["our_vpp"]), cp=int(r["cp"]),
+                  ep=int(r["our_ep"]), mbs=int(r["mbs"]), gbs=int(r["gbs"]), zero_stage=int(r["our_zero_stage"]),
+                  recompute="none", sequence_parallel=tp > 1, precision=precision, flash_attention=True,
+                  profile=prof)
+        try:
+            model_d, cluster_d, strat, prof_d = core_inputs(kw)
+            _, _, reject, _, _ = api._core_call(_core.evaluate, model_d, cluster_d, strat, prof_d, opts)
+        except InputError as e:
+            reject = e.code
+        if reject not in (None, "oom"):
+            skip(f"rejected: {reject}")
+            continue
+        label = (f"{r['model_name']} {r['gpu']} x{n} {r['precision'] or 'fp8?'} tp{tp} pp{r['pp']} "
+                 f"vp{r['our_vpp']} cp{r['cp']} ep{r['our_ep']} mbs{r['mbs']} gbs{r['gbs']} {r['our_container']}")
+        cases.append(Case(MBRIDGE_TABLE, f"{gpu} {r['our_family']}", int(r["row"]), label, kw,
+                          float(r["our_step_time_s"]), "s",
+                          {"gpu": gpu, "family": r["our_family"], "model": model, "precision": precision,
+                           "container": r["our_container"], "oom_predicted": reject == "oom"}))
+    return cases, skipped
 
 
 #: The profile of our own H200 measurements (data/measured/README.md).
@@ -437,7 +540,7 @@ MEASURED_TABLES = ("h200-steps", "h200-mem", "h200-gemm", "h200-energy", "h100-s
 #: Published tables beyond the seeds, and the cross-stack transfer tables: each Megatron A100 profile
 #: predicting the other's rows (BigScience's Megatron-DeepSpeed on Jean Zay against NVIDIA's
 #: Megatron-LM on Selene), which says how far a profile fitted on one stack carries to another.
-PUBLISHED_TABLES = ("narayanan2021",)
+PUBLISHED_TABLES = ("narayanan2021", "megatron-bridge")
 TRANSFER_TABLES = {"seed001-transfer": NARAYANAN_PROFILE, "narayanan2021-transfer": "megatron-deepspeed-a100"}
 
 
@@ -475,6 +578,8 @@ def validate(table: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
         parts += predict_time(seed002_cases(t))
     if table in (None, "narayanan2021"):
         parts += predict_time(narayanan2021_cases())
+    if table in (None, MBRIDGE_TABLE):
+        parts += predict_time(mbridge_cases()[0])
     for name in TRANSFER_TABLES:
         if table in (None, name):
             parts += predict_time(transfer_cases(name))
@@ -616,3 +721,200 @@ def profiles_toml(text: str, results: dict[str, dict[str, Any]]) -> str:
                     f'loo_mape = {res["loo_mape"]:.2f} }}')
         out.append(line)
     return "\n".join(out) + "\n"
+
+
+# --- The validation report: per source and framework, with leave-one-group-out refits ---------------
+
+#: The step-time sources of the report (each a list of cases, scored by each case's own profile).
+#: seeds/002's throughput rows enter as step time (tokens per step / (tokens/s/GPU x GPUs)), so its
+#: errors here are of step time, not of tokens/s as in :func:`validate`.
+SOURCES: dict[str, Callable[[], list[Case]]] = {
+    "seed001": lambda: seed001_cases("target"),
+    "seed002": lambda: seed002_cases(),
+    "narayanan2021": narayanan2021_cases,
+    "h200-steps": lambda: h200_cases("time"),
+    "h100-steps": lambda: h200_cases("time", gpu="h100-80"),
+    MBRIDGE_TABLE: lambda: mbridge_cases()[0],
+}
+
+#: Leave-one-group-out partitions: a source, and within the Megatron-Bridge runs each GPU and each
+#: model family. Each held group is predicted by a refit of its profile's free constants on the
+#: other rows of the same framework.
+LOGO_PARTITIONS = ("source", "gpu", "family")
+
+
+@dataclass
+class _Scored:
+    """One report row: a case with its core inputs, measured step time and stored prediction."""
+
+    source: str
+    case: Case
+    profile: str
+    framework: str
+    gpu: str
+    family: str
+    run: tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
+    measured_s: float
+    predicted_s: float = math.nan
+
+
+def _framework_of(profile: str) -> str:
+    from toposcan import catalog
+
+    return str(catalog.profile_spec(profile).get("framework", profile))
+
+
+def _scored(source: str, c: Case) -> _Scored:
+    model_d, cluster_d, strat, _ = core_inputs(c.kwargs)
+    gpus = cluster_d["nodes"] * cluster_d["gpus_per_node"]
+    step = strat["gbs"] * model_d["seq_len"] / (c.measured * gpus) if c.unit == "tok/s/GPU" else c.measured
+    profile = c.kwargs.get("profile") or spec.default_profile(c.kwargs.get("gpu"))
+    family = c.extra.get("family", "") if source == MBRIDGE_TABLE else ""
+    return _Scored(source, c, profile, _framework_of(profile), str(c.kwargs.get("gpu", "")), family,
+                   (model_d, cluster_d, strat), step)
+
+
+@cache
+def _rows(sources: tuple[str, ...]) -> tuple[_Scored, ...]:
+    from toposcan import pointfit
+
+    rows = [_scored(s, c) for s in sources for c in SOURCES[s]()]
+    for prof in {r.profile for r in rows}:
+        mine = [r for r in rows if r.profile == prof]
+        for r, p in zip(mine, pointfit.step_times([r.run for r in mine], spec.profile_dict(prof)[0])):
+            r.predicted_s = float(p)
+    return tuple(rows)
+
+
+def _fit_start(profile: str) -> tuple[dict[str, Any], list[bool]]:
+    """Where a refit of ``profile`` starts (as :func:`fit_profile`: :data:`FIT_START`, measured
+    constants held) and which constants it may move (:data:`FITS`; all time constants otherwise)."""
+    pinned = PINNED[profile]() if profile in PINNED else {}
+    start = {**spec.profile_dict(profile)[0], **FIT_START, **pinned}
+    free = FITS[profile][1] if profile in FITS else [True] * len(TIME_KEYS)
+    return start, [f and k not in pinned for k, f in zip(TIME_KEYS, free)]
+
+
+@cache
+def _refit(sources: tuple[str, ...], profile: str, pool: frozenset[int]) -> dict[str, Any]:
+    """``profile`` refitted on the rows ``pool`` (indices into :func:`_rows`). The objective (and its
+    ridge) is anchored at :func:`_fit_start`; the search begins at the profile's stored constants for
+    the whole-framework fit, and at that fit for every leave-out fit (as fit.rs starts its
+    leave-one-out there): the same minimum, found in fewer evaluations."""
+    from toposcan import pointfit
+
+    rows = _rows(sources)
+    start, free = _fit_start(profile)
+    framework = _framework_of(profile)
+    full = frozenset(i for i, r in enumerate(rows) if r.framework == framework)
+    init = spec.profile_dict(profile)[0] if pool == full else _refit(sources, profile, full)
+    picked = sorted(pool)
+    return pointfit.fit([rows[i].run for i in picked], [rows[i].measured_s for i in picked], free, start, init)
+
+
+def _partition_key(r: _Scored, partition: str) -> str | None:
+    if partition == "source":
+        return r.source
+    return (r.gpu if partition == "gpu" else r.family) if r.source == MBRIDGE_TABLE else None
+
+
+@cache
+def _predictions(sources: tuple[str, ...], logo: bool) -> pl.DataFrame:
+    """One row per case: measured, stored-profile, whole-framework-fit and held-out predictions."""
+    from toposcan import pointfit
+
+    rows = _rows(sources)
+    by_fw: dict[str, frozenset[int]] = {}
+    for i, r in enumerate(rows):
+        by_fw[r.framework] = by_fw.get(r.framework, frozenset()) | {i}
+    cols: dict[str, list[Any]] = {"fit_s": [math.nan] * len(rows)}
+    for prof in {r.profile for r in rows}:
+        idx = [i for i, r in enumerate(rows) if r.profile == prof]
+        fitted = _refit(sources, prof, by_fw[_framework_of(prof)])
+        for i, p in zip(idx, pointfit.step_times([rows[i].run for i in idx], fitted)):
+            cols["fit_s"][i] = float(p)
+    for part in LOGO_PARTITIONS if logo else ():
+        held = cols.setdefault(f"logo_{part}_s", [math.nan] * len(rows))
+        n_fit = cols.setdefault(f"logo_{part}_fit_rows", [None] * len(rows))
+        for key in sorted({k for r in rows if (k := _partition_key(r, part)) is not None}):
+            for prof in sorted({r.profile for r in rows if _partition_key(r, part) == key}):
+                idx = [i for i, r in enumerate(rows) if _partition_key(r, part) == key and r.profile == prof]
+                pool = frozenset(i for i in by_fw[_framework_of(prof)] if _partition_key(rows[i], part) != key)
+                fitted = _refit(sources, prof, pool)
+                for i, p in zip(idx, pointfit.step_times([rows[i].run for i in idx], fitted)):
+                    held[i], n_fit[i] = float(p), len(pool)
+    return pl.DataFrame({
+        "source": [r.source for r in rows], "table": [r.case.table for r in rows],
+        "framework": [r.framework for r in rows], "profile": [r.profile for r in rows],
+        "gpu": [r.gpu for r in rows], "family": [r.family for r in rows], "line": [r.case.line for r in rows],
+        "config": [r.case.label for r in rows], "measured_s": [r.measured_s for r in rows],
+        "predicted_s": [r.predicted_s for r in rows], **cols,
+    }, strict=False)
+
+
+def _stats(measured: pl.Series, predicted: pl.Series, prefix: str) -> dict[str, float]:
+    ratio = (predicted / measured - 1) * 100
+    ok = ratio.is_finite()
+    ratio = ratio.filter(ok)
+    if ratio.len() == 0:
+        return {f"{prefix}mape": math.nan, f"{prefix}max_error": math.nan, f"{prefix}bias_pct": math.nan}
+    return {f"{prefix}mape": float(ratio.abs().mean()), f"{prefix}max_error": float(ratio.abs().max()),
+            f"{prefix}bias_pct": float(ratio.mean())}
+
+
+#: What :func:`report` may group by.
+REPORT_KEYS = ("source", "table", "framework", "profile", "gpu", "family")
+
+
+def report(by: tuple[str, ...] | str = ("source", "framework"), logo: bool = True,
+           sources: tuple[str, ...] | None = None) -> pl.DataFrame:
+    """Step-time fidelity per group of rows (by default per source and framework).
+
+    Columns: ``n``; ``mape``, ``max_error``, ``bias_pct`` (mean of predicted / measured - 1, %:
+    positive = predicted too slow) and ``spearman`` of the stored profiles' predictions;
+    ``fit_mape`` / ``fit_bias_pct`` when each profile's free constants are refitted on every row of
+    its framework (all sources at once); and with ``logo``, for each partition of
+    :data:`LOGO_PARTITIONS` (``source``; within the Megatron-Bridge runs ``gpu`` and ``family``), the
+    error of each row predicted by a refit *without its group* (``logo_<partition>_mape``,
+    ``_max_error``, ``_bias_pct``) and the rows that refit saw (``logo_<partition>_fit_rows``, min over
+    the group; 0 means no other row of that framework: the prediction is the fit's starting point,
+    :data:`FIT_START`). Refits are cached for the process; the first call takes some seconds.
+
+    ``sources``: a subset of :data:`SOURCES` (all by default); ``by``: names of :data:`REPORT_KEYS`.
+    :func:`report_rows` gives the per-row predictions behind it."""
+    keys = (by,) if isinstance(by, str) else tuple(by) if isinstance(by, (tuple, list)) else (by,)
+    bad = [k for k in keys if k not in REPORT_KEYS]
+    if not keys or bad:
+        got = f"`{spec._show(bad[0])}`" if bad else "none"
+        raise InputError(f"`by` must name one or more of {', '.join(REPORT_KEYS)}, got {got}", code="invalid_value")
+    df = report_rows(logo, sources)
+    out = []
+    for key, g in df.group_by(list(keys), maintain_order=True):
+        row: dict[str, Any] = dict(zip(keys, key))
+        row["n"] = g.height
+        row.update(_stats(g["measured_s"], g["predicted_s"], ""))
+        row["spearman"] = spearman(g["measured_s"].to_list(), g["predicted_s"].to_list())
+        fit = _stats(g["measured_s"], g["fit_s"], "fit_")
+        row["fit_mape"], row["fit_bias_pct"] = fit["fit_mape"], fit["fit_bias_pct"]
+        for part in LOGO_PARTITIONS if logo else ():
+            held = g.filter(pl.col(f"logo_{part}_s").is_not_nan())
+            row.update(_stats(held["measured_s"], held[f"logo_{part}_s"], f"logo_{part}_"))
+            n_fit = held[f"logo_{part}_fit_rows"].drop_nulls()
+            row[f"logo_{part}_fit_rows"] = int(n_fit.min()) if n_fit.len() else None
+        out.append(row)
+    return pl.DataFrame(out, infer_schema_length=None)
+
+
+def report_rows(logo: bool = True, sources: tuple[str, ...] | None = None) -> pl.DataFrame:
+    """Every row of :func:`report`: measured step time, the stored profile's prediction
+    (``predicted_s``), the whole-framework refit's (``fit_s``) and, with ``logo``, the held-out
+    refits' (``logo_<partition>_s``; NaN where a row is in no group of that partition)."""
+    if sources is None:
+        chosen = tuple(SOURCES)
+    else:
+        chosen = tuple(sources) if isinstance(sources, (tuple, list)) else (sources,)
+    bad = [s for s in chosen if not isinstance(s, str) or s not in SOURCES]
+    if not chosen or bad:
+        got = f"`{spec._show(bad[0])}`" if bad else "none"
+        raise InputError(f"`sources` must name one or more of {', '.join(SOURCES)}, got {got}", code="invalid_value")
+    return _predictions(chosen, logo)
