@@ -92,7 +92,9 @@ def test_every_run_is_scored_or_counted():
     cases, skipped = v.mbridge_cases()
     assert len(cases) + sum(skipped.values()) == 293
     assert all(reason in mbridge.SKIP_REASONS or ":" in reason for reason in skipped)
-    assert all(c.extra["gpu"] in ("h100-80", "b200") for c in cases)  # catalog of 2026-12-04: no GB/B300 yet
+    # With the catalog of issue 16 (GB200/GB300/B300, Qwen3, DeepSeek-V3, GPT-OSS, Kimi-K2, mxfp8/nvfp4)
+    # every mapped run but the core's rejections is scored: 206 mapped, at most 16 rejected.
+    assert len(cases) >= 190 and {c.extra["gpu"] for c in cases} == {"h100-80", "b200", "b300", "gb200", "gb300"}
     assert {c.extra["family"] for c in cases} <= set(mbridge.FAMILY.values())
 
 
@@ -224,7 +226,7 @@ def test_megatron_bridge_groups_by_gpu_and_family(small):
     assert mb["logo_gpu_s"].is_not_nan().all() and mb["logo_family_s"].is_not_nan().all()
     assert df.filter(pl.col("source") != "megatron-bridge")["logo_gpu_s"].is_nan().all()
     by_gpu = v.report(by=("source", "gpu"), sources=SMALL).filter(pl.col("source") == "megatron-bridge")
-    assert sorted(by_gpu["gpu"].to_list()) == ["b200", "h100-80"]
+    assert sorted(by_gpu["gpu"].to_list()) == ["b200", "b300", "gb200", "gb300", "h100-80"]
 
 
 def test_report_rejects_bad_arguments():
