@@ -106,3 +106,23 @@ def test_plus_minus_display():
 def test_unknown_quantity_is_one_line_error():
     with pytest.raises(toposcan.InputError, match="`quantity` must be one of"):
         u.bounds("pytorch", "h200", "tflops")
+
+
+def test_describe_names_the_cell_and_its_runs():
+    line = u.describe("megatron-deepspeed", "a100-80")
+    cell = next(c for c in u.stored()["cell"] if (c["framework"], c["family"], c["quantity"]) ==
+                ("megatron-deepspeed", "ampere", "step_time_s"))
+    assert line.startswith("80% interval (megatron-deepspeed on ampere): step time +-")
+    assert f"({cell['runs']} runs)" in line
+    assert u.describe("megatron-core", "b200") == ("80% interval (megatron-core on blackwell): step time +-25% "
+                                                   "(no runs: the default), memory +-25% (no runs: the default)")
+
+
+def test_memory_check_uses_the_cell_interval():
+    lo, hi = u.bounds("megatron-deepspeed", "a100-80", "mem_gb")
+    verdict, mem_lo, mem_hi = u.memory_check(70.0, "megatron-deepspeed", "a100-80", 80.0)
+    assert (mem_lo, mem_hi) == pytest.approx((70 * math.exp(lo), 70 * math.exp(hi)))
+    assert verdict == ("fits" if mem_hi <= 80 else "at risk")
+    # Just under capacity: the interval crosses it. Far above: no part of it fits.
+    assert u.memory_check(79.0, "megatron-deepspeed", "a100-80", 80.0)[0] == "at risk"
+    assert u.memory_check(120.0, "megatron-deepspeed", "a100-80", 80.0)[0] == "does not fit"
