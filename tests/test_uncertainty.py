@@ -84,7 +84,8 @@ def test_gpu_family():
     assert [u.gpu_family(g) for g in ("a100-80", "rtx-a6000", "h100-80", "h200", "b200", "v100-32", "mi300x")] == \
         ["ampere", "ampere", "hopper", "hopper", "blackwell", "other", "other"]
     # Every catalog GPU's family agrees with its full name (architecture by product line).
-    lines = {"ampere": ("A100", "A5000", "A6000"), "hopper": ("H100", "H200"), "blackwell": ("B200",)}
+    lines = {"ampere": ("A100", "A5000", "A6000"), "hopper": ("H100", "H200", "H800", "H20 "),
+             "blackwell": ("B200", "B300", "GB200", "GB300")}
     for name, full in toposcan.gpus().select("name", "full_name").iter_rows():
         want = next((fam for fam, keys in lines.items() if any(k in full for k in keys)), "other")
         assert u.gpu_family(name) == want, (name, full)

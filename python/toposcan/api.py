@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-from toposcan import _core, resolve, spec
+from toposcan import _core, resolve, spec, uncertainty
 from toposcan.errors import InputError
 from toposcan.frame import to_frame
 
@@ -49,9 +49,12 @@ _RATE_COLUMNS = ("step_time_s", "bubble_fraction", "tflops_per_gpu", "mfu", "hfu
 
 
 def _label(df: pl.DataFrame, r: resolve.Resolved) -> pl.DataFrame:
-    """Name the model, GPU, framework and profile on every row."""
-    return df.with_columns(pl.lit(r.label).alias("model"), pl.lit(r.gpu).alias("gpu"),
-                           pl.lit(r.framework).alias("framework"), pl.lit(r.profile_name).alias("profile"))
+    """Name the model, GPU, framework and profile on every row, and give each step time and peak
+    memory its 80% interval (``*_lo``/``*_hi``, from the validation residuals of the framework on
+    this GPU family: :mod:`toposcan.uncertainty`)."""
+    df = df.with_columns(pl.lit(r.label).alias("model"), pl.lit(r.gpu).alias("gpu"),
+                         pl.lit(r.framework).alias("framework"), pl.lit(r.profile_name).alias("profile"))
+    return uncertainty.add_intervals(df, r.framework, r.gpu)
 
 
 def evaluate(

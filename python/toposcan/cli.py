@@ -63,6 +63,22 @@ def _stderr(msg: str) -> None:
     sys.stderr.write(msg + "\n")
 
 
+PlotOpt = Annotated[Optional[str], typer.Option("--plot", help="Draw a chart to FILE (.html, .png or .svg; needs `pip install 'toposcan[plot]'`).")]
+UsdOpt = Annotated[Optional[str], typer.Option("--gpu-hour-usd", help="Price of one GPU-hour in USD for cost_usd and usd_per_m_tokens (default: data/prices.toml).")]
+
+
+def _require_plot(path: str | None) -> None:
+    """Before a long run: the plot extra is installed and FILE has a known extension (exit 2 if not)."""
+    if path:
+        from toposcan import plot
+
+        try:
+            plot.require(path)
+        except InputError as e:
+            sys.stderr.write(f"error: {e.message}\n")
+            raise typer.Exit(2) from None
+
+
 def _model_fields(**kw: Any) -> dict[str, Any]:
     return {k: v for k, v in kw.items() if v is not None}
 
@@ -124,13 +140,21 @@ def enumerate_cmd(
     output: Annotated[StrOpt, Opt("--output", "-o", help="Write to FILE.")] = None,
     stats: Annotated[bool, Opt("--stats", help="Print enumeration statistics.")] = False,
     progress: Annotated[bool, Opt("--progress/--no-progress", help="Progress bar on long runs.")] = True,
+    plot_file: PlotOpt = None,
+    gpu_hour_usd: UsdOpt = None,
 ) -> None:
     """Rank every feasible topology for a cluster (fastest step first)."""
+    from toposcan import cost, plot, uncertainty
+
     spec.choice("format", fmt, render.FORMATS)  # before the run, not after it
+    _require_plot(plot_file)
+    want_cost = gpu_hour_usd is not None or sort in cost.OBJECTIVE_COLUMN
+    if want_cost:
+        cost.price(gpu, gpu_hour_usd)  # an unknown price fails before the run
     if fmt == "parquet" and not output:
         raise InputError("`--format parquet` needs `-o FILE`", code="invalid_value")
     ints = lambda v: v  # noqa: E731  (lists and ranges are parsed by toposcan.spec)
-    top_k = top if top is not None else (None if (fmt != "table" or output or pareto) else "20")
+    top_k = top if top is not None else (None if (fmt != "table" or output or pareto or plot_file) else "20")
     kw: dict[str, Any] = dict(
         gpu=gpu, nodes=nodes, gpus_per_node=gpus_per_node, intra_node_gbs=intra_node_gbs,
         inter_node_gbs=inter_node_gbs, nvlink_domain=nvlink_domain, layers=ints(layers), hidden=ints(hidden),
@@ -138,8 +162,8 @@ def enumerate_cmd(
                                            vocab=vocab, seq_len=seq_len, experts=experts, topk=topk),
         tp=tp, pp=pp, vpp=vpp, cp=cp, ep=ep, mbs=mbs, gbs=gbs, zero_stage=zero_stage,
         recompute=[r for r in recompute.split(",") if r], precision=precision, profile=profile, framework=framework,
-        headroom=headroom, train_tokens=tokens, rampup=rampup, objective=sort, descending=descending,
-        progress=progress and sys.stderr.isatty(), with_stats=True, cap=cap,
+        headroom=headroom, train_tokens=tokens, rampup=rampup, objective=cost.OBJECTIVE_COLUMN.get(sort, sort),
+        descending=descending, progress=progress and sys.stderr.isatty(), with_stats=True, cap=cap,
     )
     if sequence_parallel is not None and sequence_parallel != "both":
         kw["sequence_parallel"] = sequence_parallel
@@ -167,6 +191,16 @@ def enumerate_cmd(
     if df.height == 0:
         _stderr("no feasible configuration: every candidate broke a rule or ran out of memory (see pruned above)")
         raise typer.Exit(1)
+    framework = st["framework"]
+    if want_cost or gpu in cost.prices()["gpu"].to_list():
+        df = cost.add_cost(df, gpu, gpu_hour_usd)
+    if fmt == "table":
+        _stderr(uncertainty.describe(framework, gpu))
+    if plot_file:
+        plot.save(plot.pareto(df), plot_file)
+        _stderr(f"plot: {plot_file}")
+        if top is None and fmt == "table" and not output and not pareto:
+            df = df.head(20)  # the plot has every row; the terminal the 20 best
     shape = params is not None or any(v is not None for v in (hidden, layers, heads))
     render.write(df, fmt, output, columns=render.table_columns(df, shape) if fmt in ("table", "markdown") else None)
 
@@ -208,9 +242,14 @@ def evaluate_cmd(
     headroom: Annotated[str, Opt(help="Memory kept free, fraction of the GPU (default 0: the model is within ~5%; check warns above 95%).")] = "0",
     tokens: Annotated[str, Opt(help="Training tokens for gpu-hours / days (1e12, 2T).")] = "1e12",
     fmt: Annotated[str, Opt("--format", "-f", help="table, csv, json or markdown.")] = "table",
+    plot_file: PlotOpt = None,
+    gpu_hour_usd: UsdOpt = None,
 ) -> None:
     """Score one configuration, with its memory per pipeline stage."""
+    from toposcan import cost, plot, uncertainty
+
     spec.choice("format", fmt, ("table", "csv", "json", "markdown"))
+    _require_plot(plot_file)
     kw: dict[str, Any] = dict(gpu=gpu, nodes=nodes, gpus_per_node=gpus_per_node, intra_node_gbs=intra_node_gbs,
                               inter_node_gbs=inter_node_gbs, nvlink_domain=nvlink_domain, dp=dp, tp=tp, pp=pp, vpp=vpp,
                               cp=cp, ep=ep, mbs=mbs, gbs=gbs, zero_stage=zero_stage, recompute=recompute,
@@ -223,6 +262,12 @@ def evaluate_cmd(
         kw["flash_attention"] = flash_attention
     row, stages = toposcan.evaluate(model, **kw)
     r = row.row(0, named=True)
+    if r["step_time_s"] is not None:
+        if gpu_hour_usd is not None or gpu in cost.prices()["gpu"].to_list():
+            row = cost.add_cost(row, gpu, gpu_hour_usd)
+        r = row.row(0, named=True)
+    if plot_file:  # before any output, as a bad path is an error
+        plot.save(plot.breakdown(row), plot_file)
     if fmt in ("csv", "json"):
         render.write(row, fmt, None)
         if r["reject"]:
@@ -240,16 +285,22 @@ def evaluate_cmd(
             f"params            {r['params']:,} ({r['params_active']:,} active)",
             f"dp tp pp          {r['dp']} x {r['tp']} x {r['pp']} (vpp {r['vpp']}, cp {r['cp']}, ep {r['ep']}) = {r['gpus']} GPUs",
             f"batch             mbs {r['mbs']}, gbs {r['gbs']}, {r['grad_accum']} micro batches per replica",
-            f"step time         {r['step_time_s']:.3f} s (bubble {r['bubble_fraction']:.1%})",
+            f"step time         {r['step_time_s']:.3f} s "
+            f"{uncertainty.plus_minus(r['step_time_s'], r['step_time_s_lo'], r['step_time_s_hi'])} "
+            f"(bubble {r['bubble_fraction']:.1%})",
             "  spent on        " + render.breakdown(r),
             f"TFLOP/s per GPU   {r['tflops_per_gpu']:.1f} (Megatron formula: every matmul, full s^2 attention)",
             f"MFU / HFU         {r['mfu']:.1%} / {r['hfu']:.1%} (causal attention counted once, dense 16-bit peak)",
             f"tokens/s/GPU      {r['tokens_per_s_per_gpu']:,.0f}",
-            f"peak memory       {r['mem_gb']:.1f} GiB on stage {r['mem_stage']} "
+            f"peak memory       {r['mem_gb']:.1f} GiB "
+            f"{uncertainty.plus_minus(r['mem_gb'], r['mem_gb_lo'], r['mem_gb_hi'])} on stage {r['mem_stage']} "
             f"({'fits' if r['fits'] else 'DOES NOT FIT'} with {float(headroom):.0%} headroom)",
             f"energy            {r['energy_j_per_token']:.3f} J/token; {r['gpu_hours']:,.0f} GPU-hours, "
             f"{r['train_days']:.1f} days for {spec.positive_float('tokens', tokens):.3g} tokens",
         ]
+        if "cost_usd" in r:
+            lines.append(f"cost              ${r['cost_usd']:,.0f} at ${r['usd_per_gpu_hour']:.2f}/GPU-hour; "
+                         f"${r['usd_per_m_tokens']:.3f} per million tokens")
     warn = toposcan.explain_warnings(int(r["warnings"]))
     if warn:
         lines.append(f"warnings          {', '.join(warn)}")
@@ -307,10 +358,12 @@ def check_cmd(
     max_slowdown: Annotated[str, Opt(help="Warn when the best topology is this much faster (fraction).")] = "0.1",
     tokens: Annotated[StrOpt, Opt(help="Training tokens for the time-to-train line.")] = None,
     fmt: Annotated[str, Opt("--format", "-f", help="text or json.")] = "text",
+    plot_file: PlotOpt = None,
 ) -> None:
     """Pre-launch gate: exit 0 pass, 1 fail (OOM, broken rule), 2 usage/parse error, 3 warning with --strict."""
     from toposcan.errors import InputError as _InputError
 
+    _require_plot(plot_file)
     try:
         if fmt not in ("text", "json"):  # a bad option: exit 2, as check's other usage errors
             raise _InputError(f"`format` must be one of {{text, json}}, got `{fmt}`", code="invalid_value")
@@ -325,6 +378,13 @@ def check_cmd(
             sys.stderr.write(f"\nhint: {e.hint}\n")
         raise typer.Exit(2) from None
     sys.stdout.write((report.to_json() if fmt == "json" else str(report)) + "\n")
+    if plot_file and report.frame is not None and report.prediction:
+        from toposcan import plot
+
+        mine = {"mem_gb": report.prediction["mem_gb"], "step_time_s": report.prediction["step_time_s"],
+                "label": "this launch"}
+        plot.save(plot.pareto(report.frame, highlight=mine), plot_file)
+        _stderr(f"plot: {plot_file}")
     raise typer.Exit(report.exit_code(strict))
 
 

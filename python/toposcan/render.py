@@ -15,9 +15,10 @@ FORMATS = ("table", "csv", "json", "parquet", "markdown")
 
 #: Columns shown on the terminal, in order; shape columns are added when they vary.
 TABLE_COLUMNS = ["dp", "tp", "pp", "vpp", "cp", "ep", "mbs", "gbs", "zero_stage", "recompute", "sequence_parallel",
-                 "step_time_s", "tflops_per_gpu", "mfu", "tokens_per_s_per_gpu", "mem_gb", "train_days"]
+                 "step_time_s", "tflops_per_gpu", "mfu", "tokens_per_s_per_gpu", "mem_gb", "train_days", "usd_per_m_tokens"]
 SHORT = {"zero_stage": "zero", "sequence_parallel": "sp", "step_time_s": "step_s", "tflops_per_gpu": "tflops",
-         "tokens_per_s_per_gpu": "tok/s/gpu", "recompute": "recomp", "train_days": "days"}
+         "tokens_per_s_per_gpu": "tok/s/gpu", "recompute": "recomp", "train_days": "days",
+         "usd_per_m_tokens": "$/Mtok"}
 
 
 def _fmt(v: Any, name: str) -> str:

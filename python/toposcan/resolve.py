@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from toposcan import catalog, spec
+from toposcan import catalog, spec, uncertainty
 from toposcan.errors import InputError, show
 
 #: Training stacks, each a set of kernels, overlaps and memory layout (profiles.toml `framework`).
@@ -81,24 +81,13 @@ def framework_profile(framework: str | None, profile: str | None, gpu: str, prec
             raise InputError(f"`framework` `{framework}` has no fitted profile yet; one of: {', '.join(have)}",
                              code="invalid_value")
         fitted_here = [n for n in own if gpu in catalog.profile_spec(n).get("default_for", [])]
-        family = [n for n in own if _family(gpu) in {_family(g) for g in catalog.profile_spec(n).get("default_for", [])}]
+        family = [n for n in own if uncertainty.gpu_family(gpu) in {uncertainty.gpu_family(g) for g in catalog.profile_spec(n).get("default_for", [])}]
         name = (fitted_here or family or own)[0]
         why = (f"the framework's for `{gpu}`" if fitted_here else
-               f"the framework's for {_family(gpu)} GPUs" if family else "the framework's only fit, on other hardware")
+               f"the framework's for {uncertainty.gpu_family(gpu)} GPUs" if family else "the framework's only fit, on other hardware")
     if precision == "fp8" and f"{name}-fp8" in catalog.profile_names():
         return f"{name}-fp8", why + ", its fp8 fit"
     return name, why
-
-
-def _family(gpu: str) -> str:
-    """The GPU generation a profile fitted on one card carries to (its constants are fractions of peaks)."""
-    g = gpu.lower()
-    for prefix, fam in (("a100", "ampere"), ("rtx-a", "ampere"), ("h1", "hopper"), ("h2", "hopper"),
-                        ("h8", "hopper"), ("gh", "hopper"), ("b", "blackwell"), ("gb", "blackwell"), ("mi", "cdna"),
-                        ("v100", "volta")):
-        if g.startswith(prefix):
-            return fam
-    return g
 
 
 def resolve(model: str | None, *, gpu: Any, nodes: Any, gpus_per_node: Any = None,
