@@ -8,10 +8,10 @@ keyword names of :func:`toposcan.evaluate` (``model`` or its fields, ``gpu``, ``
 and optionally ``mem_gb`` (peak memory, GiB, as the allocator reports it).
 
 The time constants (GEMM, attention and memory-bound efficiency, link efficiencies, per-layer and
-per-step overheads, data-parallel and ZeRO-3 overlap) are fitted by the same procedure the shipped profiles
-were fitted with (``rust/core/src/fit.rs``: least squares on log step time, bounded, multi-start),
-with the ridge term pulling every constant toward the *base* profile: a constant the runs cannot
-identify stays where the base had it, so two or three runs already give a usable profile. The fixed
+per-step overheads, data-parallel and ZeRO-3 overlap) are fitted to the objective the shipped profiles
+were fitted with (``rust/core/src/fit.rs``: least squares on log step time, bounded, with a ridge term
+pulling every constant toward the *base* profile), minimized in Python by :mod:`toposcan.pointfit`: a
+few tens of evaluations per run, so the cost grows linearly with the runs and Ctrl-C stops it. The fixed
 memory overhead (and, with three or more memory values, the allocator's fragmentation of the
 activations) is fitted by least squares on ``mem_gb``.
 
@@ -262,7 +262,8 @@ class Calibration:
             lines.append(f"# warning: {_toml_comment(w)}")
         for k, v in self.constants.items():
             se = self.std_errors.get(k)
-            note = f"  # +- {se:.3g} (standard error)" if se is not None else ("  # held" if k not in self.fitted else "")
+            note = (f"  # +- {se:.3g} (standard error)" if se is not None else "  # held" if k in self.held
+                    else "  # at its bound" if k in self.at_bound else "" if k in self.fitted else "  # not free")
             lines.append(f"{k} = {float(v)!r}{note}")  # full precision: a reload predicts exactly the same
         # The uncertainty rides in `fit`, a key every catalog profile has (a profile file may only use those).
         se = ", ".join(f"{k} = {v!r}" for k, v in self.std_errors.items() if v is not None)
@@ -308,7 +309,9 @@ class Calibration:
         for k, v in self.constants.items():
             b = self.base_constants[k]
             se = self.std_errors.get(k)
-            tail = (f" +- {se:.2g}" if se is not None else "") + ("" if k in self.fitted else "  (held)")
+            tail = (f" +- {se:.2g}" if se is not None else "") + (
+                "  (held)" if k in self.held else "  (at its bound)" if k in self.at_bound
+                else "" if k in self.fitted else "  (not free)")
             out.append(f"  {k:<22} {b:>10.4g} -> {v:<10.4g}{tail}"
                        + ("" if math.isclose(b, v, rel_tol=1e-3, abs_tol=1e-12) else " *"))
         if self.ignored:
@@ -377,8 +380,8 @@ def _measured_step(measure: str, value: Any, pred: dict[str, Any], i: int) -> fl
         step = pred["flops_per_iter_megatron"] / (v * 1e12 * pred["gpus"])
     # The hardware FLOPs the run must have done in that time, against the GPU's peak: above 100% no
     # kernel reaches, below 0.01% is a unit mistake (ms for s, tokens per step for tokens per second).
-    hfu = pred["hfu"] * pred["step_time_s"] / step if pred.get("hfu") and pred.get("step_time_s") else None
-    if hfu is not None and not MIN_HFU <= hfu <= 1.0:
+    hfu = pred.get("hfu", 0.0) * pred.get("step_time_s", 0.0) / step if _finite(pred.get("hfu")) and _finite(pred.get("step_time_s")) else math.nan
+    if math.isfinite(hfu) and hfu > 0 and not MIN_HFU <= hfu <= 1.0:
         raise InputError(f"run {i}: `{measure}` {v:.4g} implies {100 * hfu:.3g}% of the GPU's peak; a measured run "
                          f"lies between {100 * MIN_HFU:g}% and 100%", code="invalid_value")
     return step
@@ -540,8 +543,9 @@ def calibrate(runs: Any, *, base: str | None = None, name: str = "calibrated", f
     warnings = []
     if ident.held:
         warnings.append(f"the runs identify {len(ident.fitted)} of {len(free_keys)} free constants (sensitivity rank "
-                        f"{ident.rank} of {len(free_keys)}, condition number {_fmt_cond(ident.condition_number)}; "
-                        f"fitted {_fmt_cond(ident.fitted_condition_number)}); held at `{base_name}`'s values: "
+                        f"{ident.rank} of {len(free_keys)}, condition number {_fmt_cond(ident.condition_number)}"
+                        + (f", {_fmt_cond(ident.fitted_condition_number)} for those fitted" if ident.fitted else "")
+                        + f"); held at `{base_name}`'s values: "
                         + "; ".join(f"{k} ({why})" for k, why in ident.held.items()))
     for k in at_bound:
         warnings.append(f"{k} stopped at its bound {fitted[k]:g} (base {base_core[k]:g}, allowed "
@@ -628,8 +632,8 @@ def _fmt_cond(c: float) -> str:
     return "inf" if not math.isfinite(c) else f"{c:.3g}"
 
 
-def _is_nan(v: Any) -> bool:
-    return isinstance(v, float) and math.isnan(v)
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _predict(run: tuple[dict, dict, dict], prof: dict[str, Any]) -> dict[str, Any]:
