@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import _thread
+import importlib
 import json
+import threading
+import time
 
+import numpy as np
 import polars as pl
 import pytest
 
 import toposcan
-from toposcan import cli
+from toposcan import cli, pointfit
 from toposcan import validate as v
+
+calmod = importlib.import_module("toposcan.calibrate")  # the package's `calibrate` is the function
 
 CONFIGS = [dict(model=m, gpu="a100-80", nodes=n, tp=1, pp=1, mbs=b, gbs=b * 8 * n * 2, zero_stage=3,
                 recompute=r, flash_attention=True, seq_len=2048)
@@ -188,3 +195,191 @@ def test_profile_file_can_switch_the_framework_settings(tmp_path):
     assert odd > 1.1 * even
     odd, even = (toposcan.evaluate(**kw, vocab=v)["step_time_s"][0] for v in (50257, 50304))
     assert odd == even
+
+
+# --- issue 14: fit only what the runs identify, with uncertainty; linear time; Ctrl-C; input checks ---
+
+FOUR = CONFIGS[:4]
+
+
+def _four_runs(factors=(1.3, 0.8, 1.25, 0.7)) -> list[dict]:
+    """The issue's case: four runs whose step times the base profile misses by -30% to +30%."""
+    rows = []
+    for c, f in zip(FOUR, factors):
+        r = toposcan.evaluate(**c, profile="llm-foundry-a100")
+        rows.append({**c, "step_time_s": r["step_time_s"][0] * f, "mem_gb": r["mem_gb"][0] - 2.5})
+    return rows
+
+
+def test_four_runs_move_only_what_they_identify_and_report_bounds():
+    # Today's main moves all 9 time constants from these 4 runs (link and attention efficiency to their
+    # bounds, overheads to 0 or 1 s) without a word.
+    cal = toposcan.calibrate(_four_runs(), base="llm-foundry-a100")
+    time_fitted = [k for k in cal.fitted if k in calmod.TIME_KEYS]
+    assert 1 <= len(time_fitted) <= 3 and cal.rank <= 4  # 4 runs: at most 3 with an error estimate left
+    moved = [k for k in calmod.TIME_KEYS if cal.constants[k] != cal.base_constants[k]]
+    assert set(moved) <= set(time_fitted)
+    assert set(cal.held) == set(calmod.TIME_KEYS) - set(time_fitted)  # every other one, with its reason
+    assert all(cal.constants[k] == cal.base_constants[k] for k in cal.held)
+    assert "rank" in cal.warnings[0] and "condition number" in cal.warnings[0]
+    assert all(k in cal.warnings[0] for k in cal.held)
+    # a constant that ends on its bound is reported, and has no standard error
+    for k in cal.at_bound:
+        assert any(k in w and "bound" in w for w in cal.warnings) and cal.std_errors[k] is None
+    lo_hi = dict(zip(calmod.TIME_KEYS, pointfit.TIME_BOUNDS))
+    assert cal.at_bound == [k for k in time_fitted if cal.constants[k] in lo_hi[k]] + \
+        [k for k in ("memory_overhead_gib", "fragmentation") if k in cal.fitted and cal.constants[k] == 0.0]
+    doc = cal.to_dict()
+    assert doc["held"] == cal.held and doc["rank"] == cal.rank and "std_errors" in doc
+
+
+def test_identification_holds_a_constant_no_run_feels():
+    # Single-node runs have no inter-node traffic and no data-parallel all-reduce outside ZeRO-3's:
+    # inter_link_efficiency cannot be learned from them, whatever the fit would like.
+    runs = [r for r in _measure_with(gemm_efficiency=0.7) if r["nodes"] == 1]
+    cal = toposcan.calibrate(runs, base="llm-foundry-a100", free=["gemm_efficiency", "inter_link_efficiency"])
+    assert cal.fitted[:1] == ["gemm_efficiency"] and cal.fitted[1:] == ["memory_overhead_gib"]
+    assert "insensitive" in cal.held["inter_link_efficiency"]
+    assert cal.constants["inter_link_efficiency"] == cal.base_constants["inter_link_efficiency"]
+    assert cal.constants["gemm_efficiency"] == pytest.approx(0.7, rel=5e-3)
+
+
+def test_identify_drops_a_collinear_column():
+    # Columns 0 and 2 move the runs identically (a constant and its twin): only one can be fitted; a
+    # column below the sensitivity threshold is held as insensitive. Rank 2 of 3 effective columns.
+    s = np.array([[0.5, 0.0, 0.5, 0.001], [0.2, 0.3, 0.2, 0.0], [0.1, 0.6, 0.1, 0.002], [0.4, 0.1, 0.4, 0.0]])
+    ident = calmod.identify(s, ["a", "b", "c", "d"], max_fitted=3)
+    assert ident.fitted == ["a", "b"] and ident.rank == 2 and not np.isfinite(ident.condition_number)
+    assert "confounded with a" in ident.held["c"] and "insensitive" in ident.held["d"]
+    assert calmod.identify(s, ["a", "b", "c", "d"], max_fitted=1).fitted == ["a"]
+
+
+def _measure_with(**consts) -> list[dict]:
+    import tempfile, pathlib
+    with tempfile.TemporaryDirectory() as d:
+        return _measure(_truth_file(pathlib.Path(d), **consts))
+
+
+def test_standard_errors_cover_the_truth_and_are_saved(tmp_path):
+    # Six runs measured with gemm_efficiency 0.70 and step times scattered by +-3% (a fixed pattern):
+    # the fitted value lies within 3 standard errors of the truth, and the saved profile still loads.
+    runs = _measure_with(gemm_efficiency=0.70)
+    for r, f in zip(runs, (1.03, 0.97, 1.02, 0.98, 1.01, 0.99)):
+        r["step_time_s"] *= f
+    cal = toposcan.calibrate(runs, base="llm-foundry-a100", free=["gemm_efficiency"])
+    se = cal.std_errors["gemm_efficiency"]
+    assert se is not None and 0 < se < 0.05
+    assert abs(cal.constants["gemm_efficiency"] - 0.70) < 3 * se
+    path = tmp_path / "mine.toml"
+    cal.save(path)
+    import tomllib
+    saved = tomllib.loads(path.read_text())["calibrated"]["fit"]
+    assert saved["std_error"]["gemm_efficiency"] == pytest.approx(se)
+    r = toposcan.evaluate(**CONFIGS[0], profile=str(path))  # the catalog accepts the file
+    assert r["step_time_s"][0] == pytest.approx(cal.runs["fitted_step_s"][0], rel=1e-9)
+
+
+def test_exact_leave_one_out_on_request():
+    runs = _measure_with(gemm_efficiency=0.70)
+    for r, f in zip(runs, (1.06, 0.95, 1.04, 0.97, 1.02, 0.96)):
+        r["step_time_s"] *= f
+    approx = toposcan.calibrate(runs, base="llm-foundry-a100")
+    exact = toposcan.calibrate(runs, base="llm-foundry-a100", loo="exact")
+    assert approx.loo == "approx" and exact.loo == "exact"
+    assert exact.loo_mape >= exact.mape and approx.loo_mape >= approx.mape
+    assert approx.loo_mape == pytest.approx(exact.loo_mape, rel=0.5)
+    with pytest.raises(toposcan.ToposcanError, match="`loo`"):
+        toposcan.calibrate(runs, loo="yes")
+
+
+def _many(n: int) -> list[dict]:
+    rng = np.random.default_rng(0)
+    rows = []
+    models = ["mpt-1b", "mpt-7b", "mpt-13b"]
+    while len(rows) < n:
+        m, nodes, mbs = models[len(rows) % 3], int(rng.choice([1, 2, 4, 8])), int(rng.choice([1, 2, 4]))
+        c = dict(model=m, gpu="a100-80", nodes=nodes, tp=1, pp=1, mbs=mbs, gbs=mbs * 8 * nodes * 2, zero_stage=3,
+                 recompute="full", flash_attention=True, seq_len=2048)
+        t = toposcan.evaluate(**c, profile="llm-foundry-a100")["step_time_s"][0]
+        rows.append({**c, "step_time_s": t * float(rng.uniform(0.9, 1.1))})
+    return rows
+
+
+def test_cost_grows_linearly_with_the_runs(monkeypatch):
+    # Today's main refits once per run for leave-one-out (O(n^2)): 64 rows took 53 s, 128 past a minute.
+    calls = [0]
+    real = toposcan._core.evaluate
+
+    def counting(*a, **k):
+        calls[0] += 1
+        return real(*a, **k)
+
+    rows = _many(48)
+    counts = []
+    for n in (24, 48):
+        calls[0] = 0
+        monkeypatch.setattr(toposcan._core, "evaluate", counting)
+        t0 = time.perf_counter()
+        toposcan.calibrate(rows[:n], base="llm-foundry-a100")
+        elapsed = time.perf_counter() - t0
+        monkeypatch.setattr(toposcan._core, "evaluate", real)
+        counts.append(calls[0])
+    assert counts[1] <= 2.6 * counts[0]  # evaluations per run do not grow with the number of runs
+    assert elapsed < 10.0  # 48 rows: main took about 35 s (2 shared cores); this takes under 1 s
+
+
+def test_ctrl_c_stops_a_long_calibration():
+    # Main spends the whole fit inside one Rust call that holds off KeyboardInterrupt until it returns.
+    rows = _many(40)
+    timer = threading.Timer(0.3, _thread.interrupt_main)
+    t0 = time.perf_counter()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            for _ in range(100):  # long enough that it is still running when the interrupt arrives
+                toposcan.calibrate(rows, base="llm-foundry-a100")
+    finally:
+        timer.cancel()
+    assert time.perf_counter() - t0 < 3.0
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"tokens_per_s_per_gpu": 1e300}, "tokens_per_s_per_gpu"),  # main: accepted
+    ({"step_time_s": 1e-9}, "step_time_s"),  # 1 ns per step: above any GPU's peak
+    ({"step_time_s": float("nan"), "tokens_per_s_per_gpu": 3000.0}, "step_time_s"),  # main: took the other
+    ({"nodes": float("inf")}, "nodes"),
+    ({"mem_gb": 500.0}, "mem_gb"),  # an A100-80 holds 80 GiB
+    ({"tp": [1, 2]}, "tp"),  # main: raw TypeError
+])
+def test_bad_measured_values_are_one_line(change, field):
+    row = {**CONFIGS[1], "step_time_s": 10.0, **change}
+    if "tokens_per_s_per_gpu" in change and change.get("step_time_s") is None:
+        row.pop("step_time_s")
+    with pytest.raises(toposcan.ToposcanError) as e:
+        toposcan.calibrate([row, {**CONFIGS[0], "step_time_s": 5.0, "tp": 1}], base="llm-foundry-a100")
+    assert f"`{field}`" in e.value.message and "\n" not in e.value.message
+
+
+def test_runs_without_a_model_are_refused(tmp_path):
+    # Main fitted these as BLOOM-176B (the default model).
+    rows = [{k: v for k, v in c.items() if k != "model"} | {"step_time_s": 5.0} for c in CONFIGS[:2]]
+    with pytest.raises(toposcan.ToposcanError, match="`model` column"):
+        toposcan.calibrate(rows, base="llm-foundry-a100")
+    rows[1]["model"] = "mpt-7b"
+    with pytest.raises(toposcan.ToposcanError, match="run 0: no `model`"):
+        toposcan.calibrate(rows, base="llm-foundry-a100")
+    # the model's fields are enough
+    fields = dict(layers=24, hidden=2048, heads=16, vocab=50368, seq_len=2048)
+    rows = [{**{k: v for k, v in CONFIGS[0].items() if k != "model"}, **fields, "step_time_s": 5.0}]
+    assert toposcan.calibrate(rows, base="llm-foundry-a100").runs.height == 1
+
+
+@pytest.mark.parametrize("cell,field", [({"mbs": [8, 8]}, "mbs"), ({"gpu": {"name": "a100-80"}}, "gpu")])
+def test_nested_column_is_one_line(tmp_path, cell, field):
+    # main: a struct column (a JSON object per cell) raised a raw TypeError (unhashable type: 'dict')
+    path = tmp_path / "runs.json"
+    path.write_text(json.dumps([{**CONFIGS[0], "step_time_s": 5.0, **cell}]))
+    for runs in (str(path), [{**CONFIGS[0], "step_time_s": 5.0, **cell}]):
+        with pytest.raises(toposcan.ToposcanError) as e:
+            toposcan.calibrate(runs, base="llm-foundry-a100")
+        assert f"`{field}`" in e.value.message and "\n" not in e.value.message
