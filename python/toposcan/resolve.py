@@ -80,8 +80,12 @@ def framework_profile(framework: str | None, profile: str | None, gpu: str, prec
             have = sorted({str(catalog.profile_spec(n).get("framework")) for n in catalog.profile_names()})
             raise InputError(f"`framework` `{framework}` has no fitted profile yet; one of: {', '.join(have)}",
                              code="invalid_value")
-        fitted_here = [n for n in own if gpu in catalog.profile_spec(n).get("default_for", [])]
-        family = [n for n in own if uncertainty.gpu_family(gpu) in {uncertainty.gpu_family(g) for g in catalog.profile_spec(n).get("default_for", [])}]
+        def gpus_of(n: str) -> list[str]:
+            e = catalog.profile_spec(n)
+            return [*e.get("default_for", []), *e.get("hardware", [])]
+
+        fitted_here = [n for n in own if gpu in gpus_of(n)]
+        family = [n for n in own if uncertainty.gpu_family(gpu) in {uncertainty.gpu_family(g) for g in gpus_of(n)}]
         name = (fitted_here or family or own)[0]
         why = (f"the framework's for `{gpu}`" if fitted_here else
                f"the framework's for {uncertainty.gpu_family(gpu)} GPUs" if family else "the framework's only fit, on other hardware")

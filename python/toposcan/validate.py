@@ -229,7 +229,7 @@ def narayanan2021_cases() -> list[Case]:
 #: measurements) is the closest on the ten runs expressible on 2026-12-04, step-time MAPE 8.7% (H100
 #: 6.3%, B200 18% too fast), against 29% too slow under the GPUs' default ``llm-foundry-h100``. One line
 #: switches it, e.g. ``MBRIDGE_PROFILE = {"*": "megatron-core"}`` once that preset exists.
-MBRIDGE_PROFILE: dict[str, str] = {"*": "pytorch-h200"}
+MBRIDGE_PROFILE: dict[str, str] = {"*": "megatron-core"}
 MBRIDGE_TABLE = "megatron-bridge"
 
 

@@ -303,12 +303,24 @@ impl LayerBase {
 
         // Tensor-parallel traffic: two all-reduces per layer forward (or two all-gathers and two
         // reduce-scatters with sequence parallelism: the same bytes), two in backward.
-        let comm_intra = s.tp as u64 * s.ep as u64 <= c.domain() as u64;
-        let (bw, alpha) = if comm_intra { (gpu.intra_node_bw, ALPHA_INTRA_S) } else { (gpu.inter_node_bw, ALPHA_INTER_S) };
+        let domain = c.domain() as u64;
+        // Which link efficiency prices this layer's communication: NVLink's while tp and ep fit.
+        let comm_intra = s.tp as u64 * s.ep as u64 <= domain;
+        let (bw, alpha) = if s.tp as u64 <= domain { (gpu.intra_node_bw, ALPHA_INTRA_S) } else { (gpu.inter_node_bw, ALPHA_INTER_S) };
         let tp_fwd = 2.0 * comm::all_reduce(th * bytes, t, bw, alpha);
-        // Expert parallelism: dispatch and combine all-to-alls of the routed tokens.
+        // Expert parallelism: dispatch and combine all-to-alls of the routed tokens. The ep ranks sit
+        // tp apart, so min(ep, domain / tp) of them share the NVLink domain; the rest of the bytes
+        // cross the network, concurrently with the NVLink share: the slower of the two sets the time.
         let ep = s.ep.max(1) as f64;
-        let ep_fwd = if s.ep > 1 { 2.0 * th * m.topk as f64 * bytes * (ep - 1.0) / ep / bw } else { 0.0 };
+        let ep_fwd = if s.ep > 1 {
+            let local = ((domain / s.tp as u64).max(1) as f64).min(ep);
+            let routed = 2.0 * th * m.topk as f64 * bytes;
+            let intra = routed * (local - 1.0) / ep / gpu.intra_node_bw;
+            let inter = routed * (ep - local) / ep / gpu.inter_node_bw;
+            intra.max(inter)
+        } else {
+            0.0
+        };
         // Context parallelism: ring exchange of K and V blocks, cp - 1 steps.
         let cp_fwd = if s.cp > 1 {
             let (cbw, calpha) = if s.tp as u64 * s.cp as u64 <= c.domain() as u64 { (gpu.intra_node_bw, ALPHA_INTRA_S) } else { (gpu.inter_node_bw, ALPHA_INTER_S) };

@@ -80,7 +80,8 @@ impl Gemm {
         let (m, n, k) = (self.m as f64, self.n as f64, self.k as f64);
         let bytes = p.compute_bytes() * self.batch as f64 * (m * k + k * n + m * n);
         let memory_bound = bytes / gpu.memory_bw;
-        let per_sm = gpu.peak(p) / gpu.sms as f64 * if self.tensor_core_aligned(p) { 1.0 } else { MISALIGNED_FRACTION };
+        let per_sm = gpu.peak(p) * p.gemm_rate_factor() / gpu.sms as f64
+            * if self.tensor_core_aligned(p) { 1.0 } else { MISALIGNED_FRACTION };
         let sms = gpu.sms as f64;
         let mut best = f64::INFINITY;
         for (tm, tn, eff) in TILES {
