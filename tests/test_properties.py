@@ -223,8 +223,6 @@ def test_shape_search_rows_are_what_evaluate_scores(seed):
     assert not diff, diff
 
 
-@pytest.mark.xfail(strict=True, reason="spec.model_dict keeps the catalog FFN when hidden changes; space.rs "
-                                       "`Space::shape` scales it with hidden")
 def test_shape_search_and_evaluate_size_the_ffn_alike():
     # Qwen3-0.6B (FFN 3072 = 3 hidden) at hidden 4096: the shape search scores FFN 12288, evaluate
     # (and enumerate with a scalar hidden) the catalog's 3072.
@@ -232,8 +230,6 @@ def test_shape_search_and_evaluate_size_the_ffn_alike():
     assert ev["ffn_hidden"] == row["ffn_hidden"] and ev["params"] == row["params"]
 
 
-@pytest.mark.xfail(strict=True, reason="enumerate's shape search without a model starts from bloom-176b, "
-                                       "evaluate from the GPT-3-style custom model")
 def test_a_shape_without_a_model_is_the_same_model_everywhere():
     # Without a model, evaluate(layers=1, hidden=32768, heads=128) scores a GPT-3-style model (vocab
     # 50257, learned positions); enumerate with the same shape as lists rebuilt BLOOM-176B (vocab 250880,

@@ -281,6 +281,10 @@ def enumerate(
                   tied_embeddings=tied_embeddings, experts=experts, topk=topk, position=position, norm=norm, bias=bias)
     scalar_shape = {k: v for k, v in (("layers", layers), ("hidden", hidden), ("heads", heads))
                     if v is not None and isinstance(v, int) and not isinstance(v, bool)}
+    if model is None and all(v is not None for v in (layers, hidden, heads)):
+        # A shape without a model is the same custom GPT-style model evaluate scores, not BLOOM with
+        # new dimensions: the first value of each list builds it, the search varies it.
+        scalar_shape = {k: spec.int_list(k, v)[0] for k, v in (("layers", layers), ("hidden", hidden), ("heads", heads))}
     res = _resolve(model, gpu, nodes, gpus_per_node, profile, framework, precision, {**fields, **scalar_shape},
                    (intra_node_gbs, inter_node_gbs, nvlink_domain))
     model_d, cluster_d, prof_d, prof_entry = res.model, res.cluster, res.profile, res.profile_entry

@@ -117,7 +117,9 @@ class CheckReport:
             mark = {"pass": "pass", "warn": "WARN", "fail": "FAIL"}[ch.status]
             lines.append(f"  {mark}  {ch.code}: {ch.message}" + (f"\n        fix: {ch.fix}" if ch.fix and ch.status != "pass" else ""))
         p = self.prediction
-        if p:
+        if p and p.get("step_time_s") is None:  # a broken rule: nothing to time
+            lines.append(f"predicted: no step time (breaks a hard rule); peak {p['mem_gb']:.1f} GiB (stage {p['mem_stage']})")
+        elif p:
             lines.append(f"predicted: {p['step_time_s']:.2f} s/step, {p['tflops_per_gpu']:.1f} TFLOP/s per GPU, "
                          f"MFU {p['mfu']:.1%}, {p['tokens_per_s_per_gpu']:,.0f} tokens/s/GPU, peak {p['mem_gb']:.1f} GiB "
                          f"(stage {p['mem_stage']}); {p['train_days']:.1f} days for {p['train_tokens']:.3g} tokens")

@@ -84,7 +84,7 @@ BREAKDOWN = (("compute", "compute_s"), ("recompute", "recompute_s"), ("tp comm",
 
 def breakdown(row: dict[str, Any]) -> str:
     """One line: where a row's step time goes (the non-zero parts of :data:`BREAKDOWN`)."""
-    return ", ".join(f"{label} {row[col]:.3g} s" for label, col in BREAKDOWN if row.get(col, 0) > 0)
+    return ", ".join(f"{label} {row[col]:.3g} s" for label, col in BREAKDOWN if (row.get(col) or 0) > 0)
 
 
 def json_safe(x: Any) -> Any:

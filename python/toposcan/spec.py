@@ -243,9 +243,14 @@ def model_dict(model: str | None, fields: dict[str, Any]) -> tuple[dict[str, Any
         # GQA ratio of the base kept when heads change; MHA stays MHA.
         ratio = base["heads"] // base["kv_heads"] if base.get("kv_heads") else 1
         m["kv_heads"] = m["heads"] // ratio if ratio and m["heads"] % ratio == 0 else m["heads"]
-    if "ffn_hidden" not in given and "hidden" in given and label != "custom" and base["hidden"]:
+    if "ffn_hidden" not in given and "hidden" in given and label != "custom" and base["hidden"] \
+            and m["hidden"] != base["hidden"]:
+        # The base's FFN/hidden ratio, as the core's shape search keeps it (space.rs `shape`): exactly
+        # 4x, else rounded half up to a multiple of 128.
         if base["ffn_hidden"] == 4 * base["hidden"]:
             m["ffn_hidden"] = 4 * m["hidden"]
+        else:
+            m["ffn_hidden"] = max(1, math.floor(base["ffn_hidden"] * m["hidden"] / base["hidden"] / 128 + 0.5)) * 128
     # The head dim follows hidden/heads where the base ties them (GPT, Llama) and stays the base's
     # where it does not (MLA, Qwen3): the rule of the core's shape search (space.rs `shape`).
     tied = label == "custom" or (base["attention"] != "mla" and base["head_dim"] * base["heads"] == base["hidden"])
