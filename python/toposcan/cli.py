@@ -418,10 +418,12 @@ def calibrate_cmd(
 
 @app.command("validate")
 def validate_cmd(
-    table: Annotated[StrOpt, Opt("--table", "-t", help="seed001, seed001-all, seed001-mem, seed002, seed002-<table>, accounting or one of its tables (seed001-tflops, seed002-mfu, ...), our own H200 measurements: h200-steps, h200-mem, h200-gemm, h200-energy, h100-steps, h100-mem, h100-energy, a published table: narayanan2021, or a cross-stack one: seed001-transfer, narayanan2021-transfer.")] = None,
+    table: Annotated[StrOpt, Opt("--table", "-t", help="seed001, seed001-all, seed001-mem, seed002, seed002-<table>, accounting or one of its tables (seed001-tflops, seed002-mfu, ...), our own H200 measurements: h200-steps, h200-mem, h200-gemm, h200-energy, h100-steps, h100-mem, h100-energy, a published table: narayanan2021, megatron-bridge, or a cross-stack one: seed001-transfer, narayanan2021-transfer.")] = None,
     fmt: Annotated[str, Opt("--format", "-f", help="table, csv, json or markdown.")] = "table",
     summary_only: Annotated[bool, Opt("--summary", help="Only the per-table summary.")] = False,
     fit: Annotated[bool, Opt("--fit", help="Refit every profile on its rows and print the constants.")] = False,
+    report: Annotated[bool, Opt("--report", help="Step-time fidelity per source and framework: MAPE, max, signed bias, Spearman, joint refit and leave-one-group-out refits.")] = False,
+    by: Annotated[StrOpt, Opt("--by", help="With --report: comma-separated groups, of source, table, framework, profile, gpu, family.")] = None,
 ) -> None:
     """Measured (seed tables) beside predicted, with the error, and a summary per table."""
     from toposcan import validate as v
@@ -437,6 +439,10 @@ def validate_cmd(
                                  f"fragmentation {r['memory']['fragmentation']:.3g}\n")
         return
     spec.choice("format", fmt, ("table", "csv", "json", "markdown"))
+    if report:
+        rep = v.report(by=tuple(b.strip() for b in by.split(",")) if by else ("source", "framework"))
+        render.write(rep, fmt, None, columns=list(rep.columns))
+        return
     rows, summary = v.validate(table)
     sum_cols = ["table", "rows", "mape", "max_error", "spearman", "min_spearman_within"]
     if fmt == "json":  # one document for machines
