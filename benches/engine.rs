@@ -52,6 +52,7 @@ fn space(target: f64) -> Space {
         uneven_stages: true,
         vocab_multiple: 128,
         fused_kernels: true,
+        flexible_pipeline: false,
         cluster: Cluster { gpu: a100(), nodes: 48, gpus_per_node: 8 },
         profile: Profile::default(),
         options: Options::default(),

@@ -139,6 +139,8 @@ pub struct LayerCost {
     /// Whole-model parameters (checkpoint vocabulary) and those a token uses.
     pub params_total: f64,
     pub params_active: f64,
+    /// The model's FLOP terms, for every convention of `flops`.
+    pub flop_terms: flops::Terms,
 }
 
 fn gemm_bwd(g: Gemm, gpu: &Gpu, p: Precision) -> f64 {
@@ -183,6 +185,7 @@ pub struct LayerBase {
     p2p_bytes: f64,
     gemm_efficiency: f64,
     warnings: u32,
+    flop_terms: flops::Terms,
 }
 
 impl LayerBase {
@@ -342,6 +345,7 @@ impl LayerBase {
             comm: comm::all_reduce(th * bytes, t, bw, alpha),
         };
         LayerBase {
+            flop_terms: flops::Terms::new(m),
             proj_fwd: fwd(&proj),
             proj_bwd: bwd(&proj),
             core_fwd,
@@ -400,6 +404,7 @@ impl LayerBase {
             warnings: self.warnings,
             params_total: params.0,
             params_active: params.1,
+            flop_terms: self.flop_terms,
         }
     }
 }
@@ -683,11 +688,12 @@ pub fn assemble(lc: &LayerCost, m: &Model, c: &Cluster, s: &Strategy, prof: &Pro
     let gbs = s.gbs as u64;
     let gpus = s.gpus() as f64;
     let vp = params::padded_vocab(m.vocab, s.tp, s.vocab_multiple);
-    let f_meg = flops::megatron(m, gbs, s.recompute, vp);
-    let f_model = flops::model(m, gbs, lc.params_active);
-    let f_useful = flops::useful(m, gbs);
-    let f_hw = flops::hardware(m, gbs, s.recompute, s.flash_attention);
-    let f_6n = flops::six_n(m, gbs);
+    let ft = &lc.flop_terms;
+    let f_meg = flops::megatron(ft, gbs, s.recompute, vp);
+    let f_model = flops::model(ft, gbs, lc.params_active);
+    let f_useful = flops::useful(ft, gbs);
+    let f_hw = flops::hardware(ft, gbs, s.recompute, s.flash_attention);
+    let f_6n = flops::six_n(ft, gbs);
     // MFU and HFU against the dense 16-bit peak whatever the precision (as NVIDIA's and
     // torchtitan's reports do), so that fp8 and bf16 runs compare on one scale.
     let peak = gpu.peak_bf16.max(gpu.peak_fp16);

@@ -35,7 +35,7 @@ pub fn attention_fwd(m: &Model, causal: bool) -> f64 {
 }
 
 /// Parameters a token multiplies in the decoder layers (MoE: top-k routed and shared experts).
-fn layer_params_active(m: &Model) -> f64 {
+pub fn layer_params_active(m: &Model) -> f64 {
     use crate::formulas::params;
     let moe = m.moe_layers() as f64;
     let dense = (m.layers - m.moe_layers()) as f64 * params::dense_layer(m) as f64;
@@ -46,6 +46,34 @@ fn layer_params_active(m: &Model) -> f64 {
 pub fn matmul_params(m: &Model) -> f64 {
     use crate::formulas::params;
     layer_params_active(m) + params::norm(m) as f64 + m.hidden as f64 * m.vocab as f64
+}
+
+/// The model-dependent parts of every convention, computed once per shape (the scorer's hot loop
+/// then only multiplies by the batch).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Terms {
+    /// Active layer weights (see [`layer_params_active`]) and the rest of `N'` (final norm, LM head).
+    pub layers: f64,
+    pub head: f64,
+    /// [`attention_fwd`] non-causal and causal.
+    pub attn_full: f64,
+    pub attn_causal: f64,
+    pub seq: f64,
+    pub hidden: f64,
+}
+
+impl Terms {
+    pub fn new(m: &Model) -> Self {
+        let layers = layer_params_active(m);
+        Terms {
+            layers,
+            head: matmul_params(m) - layers,
+            attn_full: attention_fwd(m, false),
+            attn_causal: attention_fwd(m, true),
+            seq: m.seq_len as f64,
+            hidden: m.hidden as f64,
+        }
+    }
 }
 
 /// Megatron-DeepSpeed (BigScience) FLOPs per iteration, the numerator of the TFLOPs that
@@ -61,44 +89,43 @@ pub fn matmul_params(m: &Model) -> f64 {
 /// # Source
 /// Narayanan et al. 2021 (SC'21), eq. 3; bigscience-workshop/Megatron-DeepSpeed PR 251
 /// (`throughput_calculator`), quoted in DESIGN.md and seeds/001 "TFLOPs calculation improved".
-pub fn megatron(m: &Model, gbs: u64, recompute: Recompute, padded_vocab: u64) -> f64 {
+pub fn megatron(t: &Terms, gbs: u64, recompute: Recompute, padded_vocab: u64) -> f64 {
     let f = if recompute == Recompute::Full { 4.0 } else { 3.0 };
-    let (b, s, h, v) = (gbs as f64, m.seq_len as f64, m.hidden as f64, padded_vocab as f64);
-    f * b * (2.0 * s * layer_params_active(m) + attention_fwd(m, false)) + 6.0 * b * s * h * v
+    let (b, s, h, v) = (gbs as f64, t.seq, t.hidden, padded_vocab as f64);
+    f * b * (2.0 * s * t.layers + t.attn_full) + 6.0 * b * s * h * v
 }
 
 /// Model FLOPs per iteration in seeds/002's (llm-foundry's) convention: `B * (6 N s + 3 * attn)`,
 /// N every parameter a token uses including the embedding ([`crate::formulas::params::active`]),
 /// attention `l * 4 h s^2` (non-causal).
-pub fn model(m: &Model, gbs: u64, n: f64) -> f64 {
-    gbs as f64 * (6.0 * n * m.seq_len as f64 + 3.0 * attention_fwd(m, false))
+pub fn model(t: &Terms, gbs: u64, n: f64) -> f64 {
+    gbs as f64 * (6.0 * n * t.seq + 3.0 * t.attn_full)
 }
 
 /// Useful FLOPs per iteration, the MFU numerator: `B * (6 N' s + 3 * causal attention)`. A causal
 /// kernel skips the masked half of `s^2`, so counting it would let MFU exceed what runs.
-pub fn useful(m: &Model, gbs: u64) -> f64 {
-    gbs as f64 * (6.0 * matmul_params(m) * m.seq_len as f64 + 3.0 * attention_fwd(m, true))
+pub fn useful(t: &Terms, gbs: u64) -> f64 {
+    gbs as f64 * (6.0 * (t.layers + t.head) * t.seq + 3.0 * t.attn_causal)
 }
 
 /// Hardware FLOPs per iteration, the HFU numerator: what the kernels execute. Full recompute runs
 /// the layers' forward twice (not the LM head), selective the attention core; flash kernels skip
 /// the masked half of a causal `s^2`, unfused score GEMMs compute all of it.
-pub fn hardware(m: &Model, gbs: u64, recompute: Recompute, flash: bool) -> f64 {
-    let s = m.seq_len as f64;
-    let attn = attention_fwd(m, flash);
-    let layers = layer_params_active(m);
+pub fn hardware(t: &Terms, gbs: u64, recompute: Recompute, flash: bool) -> f64 {
+    let s = t.seq;
+    let attn = if flash { t.attn_causal } else { t.attn_full };
+    let layers = t.layers;
     let (layer_passes, attn_passes) = match recompute {
         Recompute::Full => (8.0, 4.0),
         Recompute::Selective => (6.0, 4.0),
         Recompute::None => (6.0, 3.0),
     };
-    let head = matmul_params(m) - layers;
-    gbs as f64 * (s * (layer_passes * layers + 6.0 * head) + attn_passes * attn)
+    gbs as f64 * (s * (layer_passes * layers + 6.0 * t.head) + attn_passes * attn)
 }
 
 /// `6 N'` per token, no attention term (Kaplan et al. 2020, "C = 6N"); seeds/002's `mfu*`.
-pub fn six_n(m: &Model, gbs: u64) -> f64 {
-    6.0 * matmul_params(m) * m.seq_len as f64 * gbs as f64
+pub fn six_n(t: &Terms, gbs: u64) -> f64 {
+    6.0 * (t.layers + t.head) * t.seq * gbs as f64
 }
 
 #[cfg(test)]
@@ -116,7 +143,7 @@ mod tests {
         // seeds/001 "48 node contenders", NHIDDEN=14336 NLAYERS=72, DP4 TP8 PP12 MBS1 GBS2048:
         // 143.31 s/it, 112.49 TFLOPs on 384 GPUs.
         let m = seed001(14336, 72, 64);
-        let f = megatron(&m, 2048, Recompute::Full, 250880);
+        let f = megatron(&Terms::new(&m), 2048, Recompute::Full, 250880);
         assert!((tflops(f, 143.31, 384.0) / 112.49 - 1.0).abs() < 1e-3);
         // "GBS Variations", DP8 TP4 PP12 MBS4: 111.89 s/it, 144.08 TFLOPs.
         assert!((tflops(f, 111.89, 384.0) / 144.08 - 1.0).abs() < 1e-3);
@@ -146,9 +173,10 @@ mod tests {
         let s = m.seq_len as f64;
         assert!((r - (s + 1.0) / (2.0 * s)).abs() < 1e-12);
         // Useful FLOPs never exceed the hardware's, whatever the recompute.
+        let t = Terms::new(&m);
         for rc in [Recompute::None, Recompute::Selective, Recompute::Full] {
-            assert!(hardware(&m, 8, rc, true) >= useful(&m, 8));
-            assert!(megatron(&m, 8, rc, 32000) >= six_n(&m, 8));
+            assert!(hardware(&t, 8, rc, true) >= useful(&t, 8));
+            assert!(megatron(&t, 8, rc, 32000) >= six_n(&t, 8));
         }
     }
 
@@ -171,7 +199,7 @@ mod tests {
         };
         let seqs_per_s = 37130.0 / 2048.0;
         let n = params::active(&m) as f64;
-        let mfu = model(&m, 1, n) * seqs_per_s / (8.0 * 312e12) * 100.0;
+        let mfu = model(&Terms::new(&m), 1, n) * seqs_per_s / (8.0 * 312e12) * 100.0;
         assert!((mfu - 64.23).abs() < 0.1, "{mfu}");
         // With checkpointing HFU is 4/3 of MFU (7b SeqLen 4096 row: MFU 54.84, HFU 73.12).
         let _ = n;
