@@ -89,3 +89,29 @@ def test_every_rate_is_finite_on_feasible_rows():
     for col in ("step_time_s", "mfu", "hfu", "tflops_per_gpu", "mem_gb", "bubble_s"):
         vals = df[col].to_list()
         assert all(math.isfinite(v) and v >= 0 for v in vals), col
+
+
+def test_a_space_too_large_to_walk_is_refused_before_it_starts():
+    # Hostile probe: --layers 1:1048576 --hidden 64:4194304:64 (3e14 candidates) started with no bound.
+    with pytest.raises(toposcan.InputError, match="3.17e\\+14 candidates"):
+        toposcan.enumerate(layers="1:1048576", hidden="64:4194304:64", gpu="a100-80", nodes=1)
+
+
+@pytest.mark.parametrize("line,field", [("fragmentation = 1e300", "fragmentation"), ('framework = "nope"', "framework"),
+                                        ("grad_bytes = 0", "grad_bytes"), ("gemm_efficiency = 1.5", "gemm_efficiency")])
+def test_a_profile_file_outside_physics_is_refused(tmp_path, line, field):
+    # fragmentation 1e300 predicted `inf GiB`; unknown frameworks and zero byte counts were accepted.
+    path = tmp_path / "p.toml"
+    path.write_text(f'[mine]\nbase = "megatron-lm-a100"\n{line}\n', encoding="utf-8")
+    with pytest.raises(toposcan.InputError, match=f"`{field}`"):
+        toposcan.evaluate("gpt3-125m", profile=str(path))
+
+
+def test_seq_len_takes_human_sizes_and_tokens_take_strings():
+    # `--seq-len 128k` was refused; `check(..., train_tokens="1e12")` failed on a format code.
+    r = toposcan.evaluate("llama-3-8b", gpu="h100-80", nodes=16, seq_len="128k", cp=4, tp=4, gbs=64)
+    assert r["seq_len"][0] == 131072
+    rep = toposcan.check(args="--num-layers 4 --hidden-size 1024 --num-attention-heads 16 --seq-length 2048 "
+                              "--micro-batch-size 1 --global-batch-size 8", gpu="a100-80", nodes=1,
+                         train_tokens="1T", compare=False)
+    assert rep.prediction["train_tokens"] == 1e12 and "days for 1e+12 tokens" in str(rep)

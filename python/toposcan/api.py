@@ -42,6 +42,9 @@ def _resolve(model: str | None, gpu: Any, nodes: Any, gpus_per_node: Any, profil
                            framework=framework, precision=prec, fields=fields)
 
 
+#: The largest space enumerate walks (10^11 candidates: minutes at the core's 50-180 M/s).
+MAX_CANDIDATES = 10**11
+
 #: Columns that time a step; null on a row that breaks a hard rule.
 _RATE_COLUMNS = ("step_time_s", "bubble_fraction", "tflops_per_gpu", "mfu", "hfu", "tokens_per_s_per_gpu",
                  "energy_j_per_token", "gpu_hours", "train_days", "compute_s", "recompute_s", "tp_comm_s", "pp_comm_s",
@@ -354,6 +357,11 @@ def enumerate(
         **resolve.framework_settings(prof_entry),
         "keep_infeasible": spec.boolean("include_infeasible", include_infeasible),
     }
+    size = math.prod(len(space[k]) for k in ("hidden", "layers", "heads", "tp", "cp", "ep", "mbs", "sequence_parallel",
+                                               "recompute", "pp", "vpp", "gbs", "zero_stage"))
+    if size > MAX_CANDIDATES:  # about half an hour at the core's rate: ask for a smaller space
+        raise InputError(f"the space has {size:.3g} candidates, more than {MAX_CANDIDATES:.0e}; narrow `hidden`, "
+                         "`layers` or `heads` (a step, or a parameter budget with --params)", code="space_too_large")
     opts = spec.options_dict(headroom, train_tokens, allow_cross_node_tp, rampup)
     desc = None if descending is None else spec.boolean("descending", descending)
     if objective is None:

@@ -66,6 +66,14 @@ PROFILE_NUMBERS = ("gemm_efficiency", "attention_efficiency", "memory_efficiency
                    "inter_link_efficiency", "layer_overhead_s", "dp_overlap", "fsdp_overlap", "step_overhead_s",
                    "memory_overhead_gib", "fragmentation", "grad_bytes", "grad_shard_bytes", "logit_bytes")
 PROFILE_FLAGS = ("flash_attention", "p2p_scatter_gather", "zero1_allreduce", "transient_gradients", "fused_kernels")
+#: Physical ranges of a profile's numbers (efficiencies are fractions; byte counts at least one byte
+#: of a 16-bit type's half; overheads bounded by an hour): a calibrated file outside them is refused.
+PROFILE_RANGES = {**{k: (1e-3, 1.0) for k in ("gemm_efficiency", "attention_efficiency", "memory_efficiency",
+                                            "intra_link_efficiency", "inter_link_efficiency")},
+                  "dp_overlap": (0.0, 1.0), "fsdp_overlap": (0.0, 1.0), "layer_overhead_s": (0.0, 3600.0),
+                  "step_overhead_s": (0.0, 3600.0), "memory_overhead_gib": (0.0, 4096.0), "fragmentation": (0.0, 10.0),
+                  "grad_bytes": (1.0, 8.0), "grad_shard_bytes": (0.0, 8.0), "logit_bytes": (1.0, 32.0)}
+
 #: Whole-number settings of a profile: the framework pads the vocabulary to a multiple of
 #: ``vocab_multiple * tp`` rows (Megatron-LM: 128; 1 keeps the model's own vocabulary).
 PROFILE_INTS = {"vocab_multiple": (1, 1 << 16)}
@@ -107,9 +115,15 @@ def _profile_file(path: str) -> dict[str, Any]:
     merged = {**base_entry, **entry}
     for key in PROFILE_NUMBERS:
         v = merged.get(key)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
-            raise InputError(f"`profile`: `{shown}`: `{key}` must be a number >= 0, got {_show(v, quote=True)}",
-                             code="parse_error")
+        lo, hi = PROFILE_RANGES.get(key, (0.0, math.inf))
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or not lo <= v <= hi:
+            raise InputError(f"`profile`: `{shown}`: `{key}` must be a number from {lo:g} to {hi:g}, "
+                             f"got {_show(v, quote=True)}", code="parse_error")
+    from toposcan.resolve import FRAMEWORKS  # resolve imports this module
+
+    if merged.get("framework") not in FRAMEWORKS:
+        raise InputError(f"`profile`: `{shown}`: `framework` must be one of {', '.join(FRAMEWORKS)}, "
+                         f"got {_show(merged.get('framework'), quote=True)}", code="parse_error")
     for key, (lo, hi) in PROFILE_INTS.items():
         v = merged.get(key)
         if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
