@@ -247,3 +247,24 @@ def test_report_on_every_source_is_bounded():
     assert time.perf_counter() - t < 60
     assert set(rep["source"]) == set(v.SOURCES)
     assert not math.isnan(rep.filter(pl.col("source") == "seed001")["mape"][0])
+
+
+def test_megatron_core_profile_is_the_joint_fit():
+    # No hand tuning: refitting megatron-core on every expressible Megatron-Bridge run (one fit across
+    # H100, B200, B300, GB200 and GB300, not one per table) reproduces the stored constants and error.
+    import math
+
+    import numpy as np
+
+    from toposcan import catalog
+
+    cases, _ = v.mbridge_cases(profile="megatron-core")
+    runs = [core_inputs(c.kwargs)[:3] for c in cases]
+    steps = [c.measured for c in cases]
+    start, free = v._fit_start("megatron-core")
+    prof = pointfit.fit(runs, steps, free, start)
+    stored = catalog.profile_spec("megatron-core")
+    for k in v.TIME_KEYS:
+        assert math.isclose(prof[k], stored[k], rel_tol=0.02, abs_tol=1e-3), k
+    err = np.abs(pointfit.step_times(runs, prof) / np.array(steps) - 1) * 100
+    assert math.isclose(float(err.mean()), stored["fit"]["mape"], abs_tol=0.1)
