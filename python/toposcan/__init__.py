@@ -12,27 +12,15 @@ object for :func:`check`).
 
 from __future__ import annotations
 
-from typing import Any
-
 from toposcan.api import enumerate, evaluate
+from toposcan.calibrate import Calibration, calibrate
+from toposcan.check import CheckReport, check
 from toposcan.catalog import gpus, models, profiles
 from toposcan.errors import InputError, ParseError, ToposcanError, UnsupportedError
 from toposcan.rules import REJECTS, WARNINGS, explain_warnings
 
 __version__ = "0.1.0"
 
-#: Imported on first use: the launch parsers and the calibration fit are not needed to rank a
-#: cluster, and `topo enumerate` starts faster without them.
-_LAZY = {"Calibration": "toposcan.calibrate", "calibrate": "toposcan.calibrate",
-         "CheckReport": "toposcan.check", "check": "toposcan.check"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'toposcan' has no attribute {name!r}")
 
 __all__ = [
     "Calibration",
