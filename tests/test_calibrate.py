@@ -383,3 +383,16 @@ def test_nested_column_is_one_line(tmp_path, cell, field):
         with pytest.raises(toposcan.ToposcanError) as e:
             toposcan.calibrate(runs, base="llm-foundry-a100")
         assert f"`{field}`" in e.value.message and "\n" not in e.value.message
+
+
+def test_cli_exact_leave_one_out_and_warnings_beside_json(tmp_path, capsys):
+    # `--loo exact` refits once per run; with --format json the identification warnings go to stderr
+    # so that stdout stays one document.
+    runs = _measure(_truth_file(tmp_path, gemm_efficiency=0.7))
+    csv = tmp_path / "runs.csv"
+    pl.DataFrame(runs).write_csv(csv)
+    rc = cli.main(["calibrate", str(csv), "--base", "llm-foundry-a100", "--loo", "exact", "--format", "json"])
+    out = capsys.readouterr()
+    doc = json.loads(out.out)
+    assert rc == 0 and doc["warnings"] and all(f"warning: {w}" in out.err for w in doc["warnings"])
+    assert cli.main(["calibrate", str(csv), "--loo", "sometimes"]) == 2

@@ -397,6 +397,7 @@ def calibrate_cmd(
     name: Annotated[str, Opt(help="Name of the new profile.")] = "calibrated",
     free: Annotated[StrOpt, Opt(help="Time constants the fit may move, comma-separated (default: all).")] = None,
     output: Annotated[StrOpt, Opt("--output", "-o", help="Write the profile to FILE.toml, for --profile FILE.toml.")] = None,
+    loo: Annotated[str, Opt("--loo", help="Leave-one-out error: approx (from leverages, fast) or exact (a refit per run).")] = "approx",
     fmt: Annotated[str, Opt("--format", "-f", help="text or json.")] = "text",
 ) -> None:
     """Fit a profile's constants to your own measured runs; use it everywhere with --profile FILE.toml."""
@@ -405,11 +406,13 @@ def calibrate_cmd(
         raise InputError(f"`output` must end in .toml (as --profile expects), got `{spec._show(output)}`",
                          code="invalid_value")
     free_l = [f.strip() for f in free.split(",") if f.strip()] if free is not None else None
-    cal = toposcan.calibrate(runs, base=base, name=name, free=free_l)
+    cal = toposcan.calibrate(runs, base=base, name=name, free=free_l, loo=loo)
     if output:
         cal.save(output)
         _stderr(f"wrote {output}; use it with --profile {output}")
     if fmt == "json":
+        for w in cal.warnings:  # the text report prints them; JSON keeps stdout a document
+            _stderr(f"warning: {w}")
         sys.stdout.write(json.dumps(render.json_safe(cal.to_dict()), default=str, allow_nan=False) + "\n")
     else:
         sys.stdout.write(str(cal) + "\n\n")
