@@ -16,6 +16,7 @@ import polars as pl
 
 from toposcan import _core, resolve, spec, uncertainty
 from toposcan.errors import InputError
+from toposcan.rules import WARNINGS
 from toposcan.frame import to_frame
 
 Recompute = Literal["none", "selective", "full"]
@@ -44,6 +45,9 @@ def _resolve(model: str | None, gpu: Any, nodes: Any, gpus_per_node: Any, profil
 
 #: The largest space enumerate walks (10^11 candidates: minutes at the core's 50-180 M/s).
 MAX_CANDIDATES = 10**11
+
+#: The `above_kernel_ceiling` warning bit (rules.WARNINGS), cleared on rows with no rate.
+_CEILING_BIT = next(bit for bit, code in WARNINGS.items() if code == "above_kernel_ceiling")
 
 #: Columns that time a step; null on a row that breaks a hard rule.
 _RATE_COLUMNS = ("step_time_s", "bubble_fraction", "tflops_per_gpu", "mfu", "hfu", "tokens_per_s_per_gpu",
@@ -140,8 +144,7 @@ def evaluate(
         for col in _RATE_COLUMNS:
             if col in cols:
                 cols[col] = cols[col].astype(float) * float("nan")
-        ceiling = next(bit for bit, code in _core.warning_codes() if code == "above_kernel_ceiling")
-        cols["warnings"] = cols["warnings"] & ~ceiling  # no rate, nothing above the ceiling
+        cols["warnings"] = cols["warnings"] & ~_CEILING_BIT  # no rate, nothing above the ceiling
     if not _frame:
         return {k: v[0] for k, v in cols.items()}
     row = _label(to_frame(cols, labels), r).fill_nan(None).with_columns(

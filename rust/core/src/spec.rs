@@ -532,15 +532,8 @@ pub mod examples {
             moe_ffn_hidden: 0,
             dense_layers: 0,
             mla: None,
-            moe_layer_every: 1,
-            mtp_layers: 0,
-            qk_norm: false,
-            attention_sinks: false,
-            router_bias: false,
-            qkv_bias: false,
-            sandwich_norm: false,
-            sliding_window: 0,
-            full_attention_every: 0,
+            // The architecture fields newer than both models are the plain transformer's.
+            ..bloom_176b()
         }
     }
 
