@@ -92,6 +92,7 @@ def evaluate(
     position: str | None = None,
     norm: str | None = None,
     bias: bool | None = None,
+    mtp_layers: int | None = None,
     dp: int | None = None,
     tp: int | None = None,
     pp: int | None = None,
@@ -153,7 +154,7 @@ def evaluate(
     """
     fields = dict(layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads, ffn_hidden=ffn_hidden,
                   activation=activation, vocab=vocab, seq_len=seq_len, tied_embeddings=tied_embeddings,
-                  experts=experts, topk=topk, position=position, norm=norm, bias=bias)
+                  experts=experts, topk=topk, position=position, norm=norm, bias=bias, mtp_layers=mtp_layers)
     r = _resolve(model, gpu, nodes, gpus_per_node, profile, framework, precision, fields,
                  (intra_node_gbs, inter_node_gbs, nvlink_domain))
     strat = resolve.strategy(r, dict(dp=dp, tp=tp, pp=pp, vpp=vpp, cp=cp, ep=ep, mbs=mbs, gbs=gbs,
@@ -255,6 +256,7 @@ def enumerate(
     position: str | None = None,
     norm: str | None = None,
     bias: bool | None = None,
+    mtp_layers: int | None = None,
     params: float | None = None,
     tolerance: float | str = 0.05,
     tp: IntOrList | None = None,
@@ -324,7 +326,8 @@ def enumerate(
     (3, True)
     """
     fields = dict(kv_heads=kv_heads, ffn_hidden=ffn_hidden, activation=activation, vocab=vocab, seq_len=seq_len,
-                  tied_embeddings=tied_embeddings, experts=experts, topk=topk, position=position, norm=norm, bias=bias)
+                  tied_embeddings=tied_embeddings, experts=experts, topk=topk, position=position, norm=norm, bias=bias,
+                  mtp_layers=mtp_layers)
     scalar_shape = {k: v for k, v in (("layers", layers), ("hidden", hidden), ("heads", heads))
                     if v is not None and isinstance(v, int) and not isinstance(v, bool)}
     if model is None and all(v is not None for v in (layers, hidden, heads)):
