@@ -237,6 +237,8 @@ def _check_config(cfg: launch.LaunchConfig, label: str, *, nodes: Any, gpu: Any,
         sp[k] = v
         if k == "fsdp_shard":  # replaces the file's replica count too
             sp.pop("fsdp_replicas", None)
+    if (knobs or {}).get("task") not in (None, "lora") and (knobs or {}).get("lora_rank") is None:
+        sp.pop("lora_rank", None)  # the file's adapter rank goes with the file's task
     if gpu is None or (isinstance(gpu, str) and not gpu):
         gpu = cfg.cluster.get("gpu")
     else:  # the file's guesses at the GPU do not matter once it is given
@@ -326,7 +328,8 @@ def _check_config(cfg: launch.LaunchConfig, label: str, *, nodes: Any, gpu: Any,
     config = {k: r[k] for k in ("nodes", "gpu", "dp", "tp", "pp", "vpp", "cp", "ep", "mbs", "gbs", "grad_accum",
                                 "zero_stage", "recompute", "sequence_parallel", "precision", "layers", "hidden",
                                 "heads", "kv_heads", "ffn_hidden", "seq_len", "params")}
-    config.update({k: r[k] if k in r else kw[k] for k in resolve.KNOBS if k in r or k in kw})
+    mode = resolve.mode(kw, precision=r["precision"], vpp=[int(r["vpp"])], dp=int(r["dp"]))  # as validated
+    config.update({k: r.get(k, mode[k]) for k in resolve.KNOBS})
     config["gpus_per_node"] = int(gpn)
     config["profile"] = prof_name
 
@@ -437,7 +440,8 @@ def _compare(report: CheckReport, model: Any, kw: dict[str, Any], r: dict[str, A
     change = ", ".join(f"{k} {r[k]} -> {b[k]}" for k in keys if r[k] != b[k])
     held = (f"dp, tp, pp and mbs searched; held as in the file: gbs {r['gbs']}, zero {r['zero_stage']}, "
             f"recompute {r['recompute']}, sequence parallel {'on' if r['sequence_parallel'] else 'off'}, "
-            f"{r['precision']}, cp {r['cp']}, ep {r['ep']}")
+            f"{r['precision']}, cp {r['cp']}, ep {r['ep']}"
+            + (f", {mode}" if (mode := render.mode_line({**kw, **r})) else ""))
     msg = (f"rank {report.rank} of {df.height} valid topologies; the best is {b['step_time_s']:.2f} s/step "
            f"({slowdown:.1%} faster) ({held})" if slowdown > 1e-9
            else f"rank {report.rank} of {df.height}: no valid topology is faster ({held})")

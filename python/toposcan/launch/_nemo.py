@@ -168,8 +168,11 @@ def read_overrides(tokens: list[str], res: Result, *, script: str = "") -> int:
     for token in tokens:
         found = split(token)
         after_flag, previous = previous in ("--factory", "-f", "--recipe"), token
-        if found is not None and found[1] == "peft" and found[0] != "~":
-            _peft(found[2], res)
+        if found is not None and found[1] in ("peft", "mixed_precision") and found[0] != "~":
+            if found[1] == "peft":
+                _peft(found[2], res)
+            elif _value(found[2]) is not None:  # Megatron-Bridge: a recipe name, e.g. bf16_with_mxfp8_mixed
+                _string("mixed_precision", "mixed_precision", _value(found[2]), res)
             read += 1
             continue
         if found is None or "." not in found[1]:
