@@ -471,7 +471,7 @@ def calibrate_cmd(
 
 @app.command("validate")
 def validate_cmd(
-    table: Annotated[StrOpt, Opt("--table", "-t", help="seed001, seed001-all, seed001-mem, seed002, seed002-<table>, accounting or one of its tables (seed001-tflops, seed002-mfu, ...), our own H200 measurements: h200-steps, h200-mem, h200-gemm, h200-energy, h100-steps, h100-mem, h100-energy, a published table: narayanan2021, megatron-bridge, or a cross-stack one: seed001-transfer, narayanan2021-transfer.")] = None,
+    table: Annotated[StrOpt, Opt("--table", "-t", help="seed001, seed001-all, seed001-mem, seed002, seed002-<table>, accounting or one of its tables (seed001-tflops, seed002-mfu, ...), our own H200 measurements: h200-steps, h200-mem, h200-gemm, h200-energy, h100-steps, h100-mem, h100-energy, a published table: narayanan2021, megatron-bridge, megatron-bridge-new (runs held out of the fit), or a cross-stack one: seed001-transfer, narayanan2021-transfer.")] = None,
     fmt: Annotated[str, Opt("--format", "-f", help="table, csv, json or markdown.")] = "table",
     summary_only: Annotated[bool, Opt("--summary", help="Only the per-table summary.")] = False,
     fit: Annotated[bool, Opt("--fit", help="Refit every profile on its rows and print the constants.")] = False,

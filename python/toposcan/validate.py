@@ -30,13 +30,17 @@ Tables (``table`` column of :func:`validate`):
   to 3072 A100s, ``data/published/narayanan2021.csv``), profile ``megatron-lm-a100``.
 * ``megatron-bridge`` - step time of NVIDIA's Megatron-Bridge performance-summary runs (NeMo
   25.09-26.08 containers, ``data/published/megatron_bridge.csv``) that the catalog can express
-  today (:func:`mbridge_cases` counts the others by reason), profile :data:`MBRIDGE_PROFILE`.
+  today (:func:`mbridge_cases` counts the others by reason), profile :data:`MBRIDGE_PROFILE`: the
+  ``fit`` set, of which the ``megatron-core`` profile is the joint fit.
+* ``megatron-bridge-new`` - the runs issue 16's training-mode knobs made askable (SFT, LoRA, FP8
+  blockwise, MoE parallel folding, DeepSeek-V3 with MTP): same profile, held out of every fit.
 * ``seed001-transfer`` / ``narayanan2021-transfer`` - each of those two tables predicted by the other
   stack's profile (how far a fitted profile carries).
 
 :func:`report` gives the step-time fidelity per source and per framework (MAPE, max error, signed
 bias, Spearman) with leave-one-group-out refits: each source, and within the Megatron-Bridge runs each
 GPU and each model family, predicted by its profile refitted on the other rows of its framework.
+Sources in :data:`HELD_OUT_SOURCES` are predicted by those refits but never part of one.
 """
 
 from __future__ import annotations
