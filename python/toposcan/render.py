@@ -77,8 +77,8 @@ def _plain(df: pl.DataFrame) -> pl.DataFrame:
 
 
 #: The step-time breakdown columns (they add up to step_time_s), with the labels the CLI prints.
-BREAKDOWN = (("compute", "compute_s"), ("recompute", "recompute_s"), ("tp comm", "tp_comm_s"),
-             ("ep comm", "ep_comm_s"), ("pp comm", "pp_comm_s"), ("zero-3 gathers", "fsdp_comm_s"), ("dp comm", "dp_comm_exposed_s"),
+BREAKDOWN = (("compute", "compute_s"), ("recompute", "recompute_s"), ("tp comm", "tp_comm_s"), ("ep comm", "ep_comm_s"),
+             ("pp comm", "pp_comm_s"), ("zero-3 gathers", "fsdp_comm_s"), ("dp comm", "dp_comm_exposed_s"),
              ("optimizer", "optimizer_s"), ("overheads", "overhead_s"), ("bubble", "bubble_s"))
 
 
