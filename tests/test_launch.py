@@ -48,16 +48,23 @@ SPEC_KEYS = {
     "layers", "hidden", "heads", "kv_heads", "ffn_hidden", "activation", "vocab", "seq_len", "tied_embeddings",
     "position", "norm", "bias", "experts", "topk", "dp", "tp", "pp", "vpp", "cp", "ep", "mbs", "gbs", "zero_stage",
     "recompute", "sequence_parallel", "precision", "rampup", "offload", "uneven_stages",
+    # training mode (issue 16); fsdp_replicas: the replica count of an HSDP layout, made a shard size by check
+    "task", "lora_rank", "fsdp_shard", "fsdp_replicas", "etp", "schedule", "cp_comm", "fp8_recipe",
 }
 INT_KEYS = {"layers", "hidden", "heads", "kv_heads", "ffn_hidden", "vocab", "seq_len", "experts", "topk", "dp", "tp",
-            "pp", "vpp", "cp", "ep", "mbs", "gbs", "zero_stage"}
-BOOL_KEYS = {"tied_embeddings", "bias", "sequence_parallel", "offload", "uneven_stages"}
+            "pp", "vpp", "cp", "ep", "mbs", "gbs", "zero_stage", "lora_rank", "fsdp_shard", "fsdp_replicas", "etp"}
+BOOL_KEYS = {"tied_embeddings", "bias", "sequence_parallel", "uneven_stages"}
 CHOICES = {
     "activation": {"gelu", "swiglu"},
     "position": {"learned", "rope", "alibi"},
     "norm": {"layernorm", "rmsnorm"},
     "recompute": {"none", "selective", "full"},
-    "precision": {"fp32", "fp16", "bf16", "fp8"},
+    "precision": {"fp32", "fp16", "bf16", "fp8", "mxfp8", "nvfp4"},
+    "task": {"pretrain", "sft", "lora"},
+    "offload": {"none", "optimizer", "optimizer+params"},
+    "schedule": {"1f1b", "interleaved", "zero-bubble", "dualpipe"},
+    "cp_comm": {"ring", "ulysses"},
+    "fp8_recipe": {"delayed", "current", "blockwise"},
 }
 
 
@@ -213,7 +220,7 @@ def test_foundry_mpt_70b():
     assert (s["gbs"], s["mbs"], s["precision"]) == (2048, 4, "bf16")  # amp_bf16
     assert s["zero_stage"] == 3  # FULL_SHARD
     assert s["recompute"] == "full"  # fsdp_config.activation_checkpointing: true
-    assert s["offload"] is False
+    assert "offload" not in s  # no fsdp_config.cpu_offload
     # MPT: tied embeddings, LayerNorm, GeLU, learned positions, biases
     assert (s["tied_embeddings"], s["norm"], s["activation"], s["position"], s["bias"]) == (
         True, "layernorm", "gelu", "learned", True)
@@ -237,7 +244,7 @@ def test_deepspeed_zero3_auto_offload():
     check_contract(cfg)
     assert cfg.kind == "deepspeed"
     # zero_optimization.stage 3, offload_optimizer/offload_param to cpu; batch sizes and fp16 are "auto"
-    assert cfg.spec == {"zero_stage": 3, "offload": True}
+    assert cfg.spec == {"zero_stage": 3, "offload": "optimizer+params"}
     assert sum('"auto"' in n for n in cfg.notes) == 4
     assert "optimizer" in cfg.ignored and "zero_optimization.overlap_comm true" in cfg.ignored
 
@@ -246,7 +253,7 @@ def test_deepspeed_cifar_stage0_bf16():
     cfg = parse_fixture("ds_config_cifar.json")
     check_contract(cfg)
     # train_batch_size 16, bf16.enabled true, zero stage 0, cpu_offload false
-    assert cfg.spec == {"zero_stage": 0, "gbs": 16, "precision": "bf16", "offload": False}
+    assert cfg.spec == {"zero_stage": 0, "gbs": 16, "precision": "bf16", "offload": "none"}
 
 
 @pytest.mark.parametrize(
@@ -410,7 +417,7 @@ deepspeed pretrain_gpt.py --num-layers 2 --micro-batch-size 4 --deepspeed_config
 """
     cfg = parse_launch(script)
     check_contract(cfg)
-    assert cfg.spec["zero_stage"] == 2 and cfg.spec["offload"] is True
+    assert cfg.spec["zero_stage"] == 2 and cfg.spec["offload"] == "optimizer"
     assert cfg.spec["precision"] == "fp16"  # from the config, the arguments are silent
     assert cfg.spec["gbs"] == 64  # train_batch_size; --global-batch-size is absent
     assert cfg.spec["uneven_stages"] is True  # the deepspeed launcher: Megatron-DeepSpeed

@@ -43,14 +43,17 @@ def test_source_columns_are_the_shared_transcription(rows):
 
 
 def test_mapped_runs_per_gpu(rows):
-    mapped = Counter(r["our_gpu"] for r in rows if not r["our_skip"])
-    # DGX-H100 has 39 runs in the source: 4 Nemotron 3 Nano (Mamba hybrid), 1 SFT and 1 LoRA, the
-    # 25.09 DeepSeekV3 variant in parentheses (other FP8 granularity), 6 Qwen3-235B runs with EP 32 over
-    # dp 16 (MoE parallel folding), and the 25.11 GPT-OSS run whose GA 2 contradicts GBS 512 / (MBS 4 x
-    # dp 16): 39 - 14 = 25.
-    assert mapped["h100-80"] == 25
-    assert sum(mapped.values()) == 206
-    assert set(mapped) == {"h100-80", "b200", "b300", "gb200", "gb300"}
+    fit = Counter(r["our_gpu"] for r in rows if r["our_set"] == "fit")
+    new = Counter(r["our_gpu"] for r in rows if r["our_set"] == "new-coverage")
+    # DGX-H100 has 39 runs in the source: 4 Nemotron 3 Nano (Mamba hybrid) and the 25.11 GPT-OSS run
+    # whose GA 2 contradicts GBS 512 / (MBS 4 x dp 16) stay skipped: 34 mapped. Of them the fit set is
+    # what the mapping before issue 16 expressed, 25; new coverage 1 SFT, 1 LoRA, the 25.09 DeepSeekV3
+    # variant in parentheses (FP8 blockwise) and 6 Qwen3-235B runs with EP 32 over dp 16 (MoE parallel
+    # folding, expert TP 1): 9.
+    assert (fit["h100-80"], new["h100-80"]) == (25, 9)
+    assert sum(fit.values()) == 206 and sum(new.values()) == 27
+    assert not any(r["our_skip"] for r in rows if r["our_set"])
+    assert set(fit) == set(new) | {"b300"} == {"h100-80", "b200", "b300", "gb200", "gb300"}
 
 
 def test_step_time_from_the_measured_throughput(rows):
@@ -61,7 +64,8 @@ def test_step_time_from_the_measured_throughput(rows):
     assert (r["model_name"], r["gpu"], r["n_gpus"], r["measured_tokens_per_sec_per_gpu"]) == (
         "LLAMA3_70B", "h100-80gb-sxm", "64", "1602")
     assert float(r["our_step_time_s"]) == pytest.approx(10.2272, rel=2e-5)
-    assert (r["our_model"], r["our_gpu"], r["our_precision"], r["our_dp"]) == ("llama-3-70b", "h100-80", "fp8-cs", "2")
+    assert (r["our_model"], r["our_gpu"], r["our_precision"], r["our_fp8_recipe"], r["our_dp"]) == (
+        "llama-3-70b", "h100-80", "fp8", "current", "2")
     case = next(c for c in v.mbridge_cases()[0] if c.line == 261)
     assert case.measured == pytest.approx(10.2272, rel=2e-5)
     assert (case.kwargs["dp"], case.kwargs["tp"], case.kwargs["pp"], case.kwargs["vpp"]) == (2, 4, 8, 5)
@@ -76,22 +80,28 @@ def test_dp_agrees_with_the_stated_gradient_accumulation(rows):
         if ga and not r["our_skip"]:
             assert int(r["gbs"]) == int(ga.group(1)) * int(r["mbs"]) * int(r["our_dp"]), r["row"]
             checked += 1
-    assert checked == 43
+    assert checked == 56  # 43 of the fit set, 13 new coverage
 
 
 def test_precision_mapping(rows):
-    by = Counter((r["precision"], r["our_precision"]) for r in rows if r["our_variant"] == "main")
-    assert {ours for (_, ours) in by} <= {"bf16", "fp8-cs", "mxfp8", "nvfp4"}
-    assert by[("fp8", "fp8-cs")] == 44  # 26.x plain FP8: current scaling (performance recipes have no other)
-    assert by[("fp8-mx", "mxfp8")] > 0 and by[("mxfp8", "mxfp8")] > 0
-    # 25.09 rows state no precision: the main values are FP8 (footnote), the variants skipped.
-    assert all(r["our_skip"] == "fp8-blockwise" for r in rows if not r["precision"] and r["our_variant"] == "paren")
+    by = Counter((r["precision"], r["our_precision"], r["our_fp8_recipe"]) for r in rows if r["our_variant"] == "main")
+    assert {ours for (_, ours, _) in by} <= {"bf16", "fp8", "mxfp8", "nvfp4"}
+    # 26.x plain FP8 and FP8-CS: current scaling (the performance recipes have no delayed scaling)
+    assert by[("fp8", "fp8", "current")] == 44 and by[("fp8-cs", "fp8", "current")] > 0
+    assert by[("fp8-mx", "mxfp8", "")] > 0 and by[("mxfp8", "mxfp8", "")] > 0
+    assert all(recipe == "" for (_, ours, recipe) in by if ours != "fp8")
+    # 25.09 rows state no precision: the main values are FP8 (footnote), the variants in parentheses
+    # FP8 at "different FP8 quantization granularities": blockwise, new coverage.
+    paren = [r for r in rows if not r["precision"] and r["our_variant"] == "paren"]
+    assert len(paren) == 11 and all(r["our_fp8_recipe"] == "blockwise" for r in paren)
+    assert all(r["our_set"] in ("new-coverage", "") for r in paren)
 
 
 def test_every_run_is_scored_or_counted():
     cases, skipped = v.mbridge_cases()
     assert len(cases) + sum(skipped.values()) == 293
-    assert all(reason in mbridge.SKIP_REASONS or ":" in reason for reason in skipped)
+    assert all(reason in mbridge.SKIP_REASONS or ":" in reason or reason.startswith("set ") for reason in skipped)
+    assert skipped["set new-coverage"] == 27 and len(cases) == 197  # the fit set: megatron-core's joint fit
     # With the catalog of issue 16 (GB200/GB300/B300, Qwen3, DeepSeek-V3, GPT-OSS, Kimi-K2, mxfp8/nvfp4)
     # every mapped run but the core's rejections is scored: 206 mapped, at most 16 rejected.
     assert len(cases) >= 190 and {c.extra["gpu"] for c in cases} == {"h100-80", "b200", "b300", "gb200", "gb300"}

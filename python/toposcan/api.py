@@ -20,7 +20,12 @@ from toposcan.rules import WARNINGS
 from toposcan.frame import to_frame
 
 Recompute = Literal["none", "selective", "full"]
-Precision = Literal["fp32", "fp16", "bf16", "fp8"]
+Precision = Literal["fp32", "fp16", "bf16", "fp8", "mxfp8", "nvfp4"]
+Task = Literal["pretrain", "sft", "lora"]
+Offload = Literal["none", "optimizer", "optimizer+params"]
+Schedule = Literal["1f1b", "interleaved", "zero-bubble", "dualpipe"]
+CpComm = Literal["ring", "ulysses"]
+Fp8Recipe = Literal["delayed", "current", "blockwise"]
 IntOrList = int | Sequence[int] | range | str
 
 
@@ -51,7 +56,7 @@ _CEILING_BIT = next(bit for bit, code in WARNINGS.items() if code == "above_kern
 
 #: Columns that time a step; null on a row that breaks a hard rule.
 _RATE_COLUMNS = ("step_time_s", "bubble_fraction", "tflops_per_gpu", "mfu", "hfu", "tokens_per_s_per_gpu",
-                 "energy_j_per_token", "gpu_hours", "train_days", "compute_s", "recompute_s", "tp_comm_s", "pp_comm_s",
+                 "energy_j_per_token", "gpu_hours", "train_days", "compute_s", "recompute_s", "tp_comm_s", "ep_comm_s", "pp_comm_s",
                  "fsdp_comm_s", "dp_comm_s", "dp_comm_exposed_s", "optimizer_s", "overhead_s", "bubble_s")
 
 
@@ -87,6 +92,7 @@ def evaluate(
     position: str | None = None,
     norm: str | None = None,
     bias: bool | None = None,
+    mtp_layers: int | None = None,
     dp: int | None = None,
     tp: int | None = None,
     pp: int | None = None,
@@ -101,6 +107,14 @@ def evaluate(
     precision: Precision | None = None,
     flash_attention: bool | None = None,
     uneven_stages: bool | None = None,
+    task: Task | None = None,
+    lora_rank: int | None = None,
+    offload: Offload | None = None,
+    fsdp_shard: int | None = None,
+    etp: int | None = None,
+    schedule: Schedule | None = None,
+    cp_comm: CpComm | None = None,
+    fp8_recipe: Fp8Recipe | None = None,
     profile: str | None = None,
     framework: str | None = None,
     headroom: float = 0.0,
@@ -123,19 +137,32 @@ def evaluate(
     ``framework`` (one of :data:`toposcan.resolve.FRAMEWORKS`) picks its profile for the GPU;
     ``profile`` names one directly. The row names both, and ``defaulted`` lists what was filled in.
 
+    The training mode (issue 16): ``task`` ``"pretrain"`` (default), ``"sft"`` or ``"lora"`` (with
+    ``lora_rank``, default 16; given with another task it is an error); ``offload`` ``"none"``,
+    ``"optimizer"`` (ZeRO-Offload, Megatron-Core's CPU optimizer) or ``"optimizer+params"``
+    (ZeRO-Infinity, FSDP CPU offload); ``fsdp_shard`` N shards ZeRO within groups of N data-parallel
+    ranks and replicates across dp / N (HSDP; 0, the default, shards over all of dp; N must divide
+    dp); ``etp`` the expert tensor-parallel size (Megatron-Core's MoE parallel folding; 0 = tp);
+    ``schedule`` ``"1f1b"``, ``"interleaved"`` (needs vpp >= 2), ``"zero-bubble"`` or ``"dualpipe"``
+    (vpp 1; default: what vpp implies); ``cp_comm`` ``"ring"`` (p2p, default) or ``"ulysses"``
+    (all-to-all; ``"p2p"``, ``"a2a"`` accepted); ``fp8_recipe`` ``"delayed"`` (default), ``"current"``
+    (``"tensorwise"``) or ``"blockwise"``, only with ``precision="fp8"``.
+
     >>> row = evaluate("bloom-176b", gpu="a100-80", nodes=48, tp=4, pp=12, mbs=2, gbs=2048)
     >>> bool(row["feasible"][0]), int(row["dp"][0])
     (True, 8)
     """
     fields = dict(layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads, ffn_hidden=ffn_hidden,
                   activation=activation, vocab=vocab, seq_len=seq_len, tied_embeddings=tied_embeddings,
-                  experts=experts, topk=topk, position=position, norm=norm, bias=bias)
+                  experts=experts, topk=topk, position=position, norm=norm, bias=bias, mtp_layers=mtp_layers)
     r = _resolve(model, gpu, nodes, gpus_per_node, profile, framework, precision, fields,
                  (intra_node_gbs, inter_node_gbs, nvlink_domain))
     strat = resolve.strategy(r, dict(dp=dp, tp=tp, pp=pp, vpp=vpp, cp=cp, ep=ep, mbs=mbs, gbs=gbs,
                                      zero_stage=zero_stage, recompute=recompute,
                                      sequence_parallel=sequence_parallel, precision=precision,
-                                     flash_attention=flash_attention, uneven_stages=uneven_stages))
+                                     flash_attention=flash_attention, uneven_stages=uneven_stages,
+                                     task=task, lora_rank=lora_rank, offload=offload, fsdp_shard=fsdp_shard,
+                                     etp=etp, schedule=schedule, cp_comm=cp_comm, fp8_recipe=fp8_recipe))
     opts = spec.options_dict(headroom, train_tokens, allow_cross_node_tp, rampup)
     cols, labels, reject, message, per_stage = _core_call(_core.evaluate, r.model, r.cluster, strat, r.profile, opts)
     if reject is not None and reject != "oom":
@@ -229,6 +256,7 @@ def enumerate(
     position: str | None = None,
     norm: str | None = None,
     bias: bool | None = None,
+    mtp_layers: int | None = None,
     params: float | None = None,
     tolerance: float | str = 0.05,
     tp: IntOrList | None = None,
@@ -244,6 +272,14 @@ def enumerate(
     precision: Precision = "bf16",
     flash_attention: bool | None = None,
     uneven_stages: bool = True,
+    task: Task | None = None,
+    lora_rank: int | None = None,
+    offload: Offload | None = None,
+    fsdp_shard: int | None = None,
+    etp: int | None = None,
+    schedule: Schedule | None = None,
+    cp_comm: CpComm | None = None,
+    fp8_recipe: Fp8Recipe | None = None,
     profile: str | None = None,
     framework: str | None = None,
     headroom: float = 0.0,
@@ -272,6 +308,12 @@ def enumerate(
     llm-foundry, PyTorch).
     ``dp`` follows from the GPU count.
 
+    The training-mode keywords (``task``, ``lora_rank``, ``offload``, ``fsdp_shard``, ``etp``,
+    ``schedule``, ``cp_comm``, ``fp8_recipe``: see :func:`evaluate`) are held fixed, not searched.
+    A ``schedule`` sets the interleaving searched: ``"interleaved"`` the ``vpp`` values above 1
+    (default 2 and 4), the others vpp 1; without one each row's schedule is what its vpp implies.
+    Rows whose dp an ``fsdp_shard`` does not divide are pruned.
+
     Returns the feasible rows sorted by ``objective`` (default: fastest step first, or most tokens/s
     per GPU when several global batches are searched; ``stats["objective"]`` says which): all of them up to
     ``cap``, the ``top`` best, or the Pareto front of two columns (``pareto=("step_time_s",
@@ -284,7 +326,8 @@ def enumerate(
     (3, True)
     """
     fields = dict(kv_heads=kv_heads, ffn_hidden=ffn_hidden, activation=activation, vocab=vocab, seq_len=seq_len,
-                  tied_embeddings=tied_embeddings, experts=experts, topk=topk, position=position, norm=norm, bias=bias)
+                  tied_embeddings=tied_embeddings, experts=experts, topk=topk, position=position, norm=norm, bias=bias,
+                  mtp_layers=mtp_layers)
     scalar_shape = {k: v for k, v in (("layers", layers), ("hidden", hidden), ("heads", heads))
                     if v is not None and isinstance(v, int) and not isinstance(v, bool)}
     if model is None and all(v is not None for v in (layers, hidden, heads)):
@@ -348,15 +391,22 @@ def enumerate(
         sp_l = sorted({spec.boolean("sequence_parallel", v) for v in sequence_parallel})
     flash = prof_entry["flash_attention"] if flash_attention is None else spec.boolean("flash_attention",
                                                                                         flash_attention)
+    prec = spec.choice("precision", precision, spec.PRECISIONS)
+    vpp_l = resolve.vpp_for_schedule(schedule, spec.int_list("vpp", vpp, maximum=1 << 10) if vpp is not None else None,
+                                     resolve.default_vpp(prof_entry))
+    knobs = resolve.mode(dict(task=task, lora_rank=lora_rank, offload=offload, fsdp_shard=fsdp_shard, etp=etp,
+                              schedule=schedule, cp_comm=cp_comm, fp8_recipe=fp8_recipe),
+                         precision=prec, vpp=vpp_l, space=True)
     space = {
         "hidden": hidden_l, "layers": layers_l, "heads": heads_l, "params_range": params_range,
         "tp": tp_l, "cp": cp_l, "ep": ep_l,
         "mbs": spec.int_list("mbs", mbs, maximum=1 << 20), "sequence_parallel": sp_l, "recompute": rec_l,
-        "pp": pp_l, "vpp": spec.int_list("vpp", vpp if vpp is not None else resolve.default_vpp(prof_entry), maximum=1 << 10),
+        "pp": pp_l, "vpp": vpp_l,
         "gbs": spec.int_list("gbs", gbs if gbs is not None else spec.DEFAULT_GBS),
         "zero_stage": spec.int_list("zero_stage", zero_stage, minimum=0, maximum=3),
-        "precision": spec.choice("precision", precision, spec.PRECISIONS), "flash_attention": flash,
+        "precision": prec, "flash_attention": flash,
         "uneven_stages": spec.boolean("uneven_stages", uneven_stages),
+        **knobs,
         **resolve.framework_settings(prof_entry),
         "keep_infeasible": spec.boolean("include_infeasible", include_infeasible),
     }

@@ -54,7 +54,7 @@ TIME_KEYS = ("gemm_efficiency", "memory_efficiency", "intra_link_efficiency", "i
 CONFIG_KEYS = ("model", "gpu", "nodes", "gpus_per_node", "intra_node_gbs", "inter_node_gbs", "layers", "hidden", "heads", "kv_heads", "ffn_hidden",
                "activation", "vocab", "seq_len", "tied_embeddings", "experts", "topk", "position", "norm", "bias",
                "dp", "tp", "pp", "vpp", "cp", "ep", "mbs", "gbs", "zero_stage", "recompute", "sequence_parallel",
-               "precision", "flash_attention", "uneven_stages")
+               "precision", "flash_attention", "uneven_stages", "mtp_layers", *resolve.KNOBS)
 
 GIB = 1024**3
 

@@ -40,6 +40,7 @@ FIX = {
     "fp8_unsupported": "use bf16 on this GPU",
     "zero_stage_with_pipeline": "use ZeRO stage 0 or 1 with pipeline parallelism, or pp 1 with ZeRO-2/3",
     "oom": "raise tp or pp, lower mbs, use a higher ZeRO stage or recompute more",
+    "fsdp_shard_not_divisor_of_dp": "make dp a multiple of the number of distributed-optimizer instances (replicas)",
 }
 
 STATUSES = ("pass", "warn", "fail")
@@ -109,10 +110,12 @@ class CheckReport:
 
     def __str__(self) -> str:
         c = self.config
+        mode = render.mode_line(c)
         lines = [f"{self.source} ({self.kind}): {c.get('nodes')} nodes x {c.get('gpus_per_node')} {c.get('gpu')}, "
                  f"dp {c.get('dp')} tp {c.get('tp')} pp {c.get('pp')}"
                  + (f" vpp {c['vpp']}" if c.get("vpp", 1) > 1 else "")
-                 + f", mbs {c.get('mbs')} gbs {c.get('gbs')}, zero {c.get('zero_stage')}, recompute {c.get('recompute')}"]
+                 + f", mbs {c.get('mbs')} gbs {c.get('gbs')}, zero {c.get('zero_stage')}, recompute {c.get('recompute')}"
+                 + (f"; {mode}" if mode else "")]
         for ch in self.checks:
             mark = {"pass": "pass", "warn": "WARN", "fail": "FAIL"}[ch.status]
             lines.append(f"  {mark}  {ch.code}: {ch.message}" + (f"\n        fix: {ch.fix}" if ch.fix and ch.status != "pass" else ""))
@@ -161,13 +164,23 @@ def check(
     train_tokens: float | None = None,
     headroom: float = 0.0,
     compare: bool = True,
+    task: str | None = None,
+    lora_rank: int | None = None,
+    offload: str | None = None,
+    fsdp_shard: int | None = None,
+    etp: int | None = None,
+    schedule: str | None = None,
+    cp_comm: str | None = None,
+    fp8_recipe: str | None = None,
 ) -> CheckReport:
     """Check a launch config before it runs.
 
     ``source`` is a path (its kind told from its content), ``text`` the same content given directly,
     ``args`` a plain Megatron argument list. The cluster comes from ``nodes``, ``gpu`` and
     ``gpus_per_node`` or from the launcher's own variables in the file. ``model`` fills model
-    fields the file leaves out (e.g. the vocabulary) from a catalog model.
+    fields the file leaves out (e.g. the vocabulary) from a catalog model. The training-mode
+    keywords (``task``, ``lora_rank``, ``offload``, ``fsdp_shard``, ``etp``, ``schedule``,
+    ``cp_comm``, ``fp8_recipe``; see :func:`toposcan.evaluate`) override what the file says.
 
     >>> r = check(args="--num-layers 24 --hidden-size 2048 --num-attention-heads 16 --seq-length 2048 "
     ...           "--micro-batch-size 4 --global-batch-size 256 --bf16 --tensor-model-parallel-size 2",
@@ -195,7 +208,9 @@ def check(
                          links={"intra_node_gbs": intra_node_gbs, "inter_node_gbs": inter_node_gbs,
                                 "nvlink_domain": nvlink_domain}, model=model,
                          profile=profile, framework=framework, max_slowdown=max_slowdown,
-                         train_tokens=train_tokens, headroom=headroom, compare=compare)
+                         train_tokens=train_tokens, headroom=headroom, compare=compare,
+                         knobs=dict(task=task, lora_rank=lora_rank, offload=offload, fsdp_shard=fsdp_shard, etp=etp,
+                                    schedule=schedule, cp_comm=cp_comm, fp8_recipe=fp8_recipe))
 
 
 def _stack_framework(cfg: launch.LaunchConfig) -> str | None:
@@ -210,9 +225,20 @@ def _stack_framework(cfg: launch.LaunchConfig) -> str | None:
 
 def _check_config(cfg: launch.LaunchConfig, label: str, *, nodes: Any, gpu: Any, gpus_per_node: Any,
                   links: dict[str, Any], model: Any, profile: Any, framework: Any, max_slowdown: Any,
-                  train_tokens: Any, headroom: Any, compare: bool) -> CheckReport:
+                  train_tokens: Any, headroom: Any, compare: bool, knobs: dict[str, Any] | None = None
+                  ) -> CheckReport:
     sp = dict(cfg.spec)
     notes = list(cfg.notes)
+    for k, v in (knobs or {}).items():  # given on the command line: they override the file
+        if v is None:
+            continue
+        if k in sp and str(sp[k]) != str(v):
+            notes.append(f"{k} {v} given; the file says {sp[k]}")
+        sp[k] = v
+        if k == "fsdp_shard":  # replaces the file's replica count too
+            sp.pop("fsdp_replicas", None)
+    if (knobs or {}).get("task") not in (None, "lora") and (knobs or {}).get("lora_rank") is None:
+        sp.pop("lora_rank", None)  # the file's adapter rank goes with the file's task
     if gpu is None or (isinstance(gpu, str) and not gpu):
         gpu = cfg.cluster.get("gpu")
     else:  # the file's guesses at the GPU do not matter once it is given
@@ -242,9 +268,9 @@ def _check_config(cfg: launch.LaunchConfig, label: str, *, nodes: Any, gpu: Any,
         fields["vocab"] = 50257
         notes.append("vocab not in the file: 50257 (GPT-2) assumed; give --model to use a catalog model's")
     rampup = sp.pop("rampup", None)
-    offload = sp.pop("offload", False)
-    if offload:
-        notes.append("optimizer/parameter offload to CPU is not modelled: memory and time are for on-GPU states")
+    # Megatron's --num-distributed-optimizer-instances, torchtitan's replicate degree: the shard
+    # group is dp / replicas, known once dp is.
+    replicas = sp.pop("fsdp_replicas", None)
     named = profile is not None and not (isinstance(profile, str) and not profile)
     if framework is None and not named:
         framework = _stack_framework(cfg)
@@ -263,7 +289,7 @@ def _check_config(cfg: launch.LaunchConfig, label: str, *, nodes: Any, gpu: Any,
                               train_tokens=train_tokens,
                               rampup=False, **{k: v for k, v in links.items() if v is not None}, **fields)
     for k in ("dp", "tp", "pp", "vpp", "cp", "ep", "mbs", "gbs", "zero_stage", "recompute", "sequence_parallel",
-              "precision", "uneven_stages"):
+              "precision", "uneven_stages", *resolve.KNOBS):
         if k in sp:
             kw[k] = sp[k]
     if "gbs" not in kw:
@@ -278,6 +304,15 @@ def _check_config(cfg: launch.LaunchConfig, label: str, *, nodes: Any, gpu: Any,
                                 FIX["gpus_mismatch"]))
             return CheckReport(label, cfg.kind, {**kw, "dp": None}, checks, ignored=cfg.ignored, notes=notes)
         kw["dp"] = gpus // (tp * pp * cp)
+    if replicas is not None and replicas > 1:
+        dp = int(kw["dp"])
+        if dp % replicas:
+            checks.append(Check("fsdp_shard_not_divisor_of_dp", "fail",
+                                f"{replicas} distributed-optimizer instances (replicas) do not divide dp {dp}",
+                                FIX["fsdp_shard_not_divisor_of_dp"]))
+            return CheckReport(label, cfg.kind, {**kw}, checks, ignored=cfg.ignored, notes=notes)
+        kw["fsdp_shard"] = dp // replicas
+        notes.append(f"fsdp_shard {kw['fsdp_shard']} = dp {dp} / {replicas} replicas (sharded within, replicated across)")
     if kw["gbs"] is None:
         kw["gbs"] = kw["dp"] * int(kw.get("mbs", 1))
         notes.append("global batch not in the file: one micro batch per replica assumed")
@@ -293,6 +328,8 @@ def _check_config(cfg: launch.LaunchConfig, label: str, *, nodes: Any, gpu: Any,
     config = {k: r[k] for k in ("nodes", "gpu", "dp", "tp", "pp", "vpp", "cp", "ep", "mbs", "gbs", "grad_accum",
                                 "zero_stage", "recompute", "sequence_parallel", "precision", "layers", "hidden",
                                 "heads", "kv_heads", "ffn_hidden", "seq_len", "params")}
+    mode = resolve.mode(kw, precision=r["precision"], vpp=[int(r["vpp"])], dp=int(r["dp"]))  # as validated
+    config.update({k: r.get(k, mode[k]) for k in resolve.KNOBS})
     config["gpus_per_node"] = int(gpn)
     config["profile"] = prof_name
 
@@ -340,7 +377,7 @@ def _check_config(cfg: launch.LaunchConfig, label: str, *, nodes: Any, gpu: Any,
     pred = {k: r[k] for k in ("step_time_s", "tflops_per_gpu", "mfu", "hfu", "tokens_per_s_per_gpu", "mem_gb",
                               "mem_stage", "gpu_hours", "train_days", "energy_j_per_token", "bubble_fraction")}
     pred["train_tokens"] = kw["train_tokens"]
-    pred["time_breakdown_s"] = {col: r[col] for _, col in render.BREAKDOWN}
+    pred["time_breakdown_s"] = {col: r[col] for _, col in render.BREAKDOWN if col in r}
     pred["memory_by_stage_gb"] = [round(x, 2) for x in stages["total_gb"].to_list()]
     report = CheckReport(label, cfg.kind, config, checks, pred, ignored=cfg.ignored, notes=notes)
     if compare and not reject:
@@ -386,7 +423,7 @@ def _compare(report: CheckReport, model: Any, kw: dict[str, Any], r: dict[str, A
     those are framework choices the launch config already made."""
     ekw = {k: v for k, v in kw.items() if k in spec.MODEL_FIELDS or k in (
         "gpu", "nodes", "gpus_per_node", "intra_node_gbs", "inter_node_gbs", "nvlink_domain", "profile", "headroom", "train_tokens",
-        "precision", "uneven_stages")}
+        "precision", "uneven_stages", *resolve.KNOBS)}
     ekw.update(gbs=r["gbs"], zero_stage=r["zero_stage"], recompute=r["recompute"], cp=r["cp"], ep=r["ep"],
                sequence_parallel=r["sequence_parallel"], mbs=sorted({1, 2, 4, 8, int(r["mbs"])}))
     df, stats = api.enumerate(model, **ekw, with_stats=True, cap=2_000_000)
@@ -403,7 +440,8 @@ def _compare(report: CheckReport, model: Any, kw: dict[str, Any], r: dict[str, A
     change = ", ".join(f"{k} {r[k]} -> {b[k]}" for k in keys if r[k] != b[k])
     held = (f"dp, tp, pp and mbs searched; held as in the file: gbs {r['gbs']}, zero {r['zero_stage']}, "
             f"recompute {r['recompute']}, sequence parallel {'on' if r['sequence_parallel'] else 'off'}, "
-            f"{r['precision']}, cp {r['cp']}, ep {r['ep']}")
+            f"{r['precision']}, cp {r['cp']}, ep {r['ep']}"
+            + (f", {mode}" if (mode := render.mode_line({**kw, **r})) else ""))
     msg = (f"rank {report.rank} of {df.height} valid topologies; the best is {b['step_time_s']:.2f} s/step "
            f"({slowdown:.1%} faster) ({held})" if slowdown > 1e-9
            else f"rank {report.rank} of {df.height}: no valid topology is faster ({held})")

@@ -57,6 +57,21 @@ StrOpt = Optional[str]
 DomainOpt = Annotated[Optional[str], Opt("--nvlink-domain", help="GPUs on one NVLink fabric (default: the GPU's; 72 for GB200/GB300 NVL72).")]
 FrameworkOpt = Annotated[Optional[str], Opt("--framework", help="Training stack: megatron-core, megatron-lm, "
                          "megatron-deepspeed, deepspeed, torchtitan, llm-foundry or pytorch (default: the GPU's profile's).")]
+#: The training-mode flags (issue 16), the same on enumerate, evaluate and check (where they
+#: override what the launch file says). Values are checked by toposcan.resolve (exit 2, one line).
+TaskOpt = Annotated[StrOpt, Opt("--task", help="pretrain, sft or lora (default pretrain).")]
+LoraRankOpt = Annotated[StrOpt, Opt("--lora-rank", help="LoRA adapter rank, with --task lora (default 16).")]
+OffloadOpt = Annotated[StrOpt, Opt("--offload", help="none, optimizer (ZeRO-Offload, Megatron CPU optimizer) or optimizer+params (default none).")]
+FsdpShardOpt = Annotated[StrOpt, Opt("--fsdp-shard", help="HSDP: shard ZeRO within groups of N data-parallel ranks, replicate across dp/N (default 0: all of dp).")]
+EtpOpt = Annotated[StrOpt, Opt("--etp", help="Expert tensor-parallel size (MoE parallel folding; default 0: the same as tp).")]
+ScheduleOpt = Annotated[StrOpt, Opt("--schedule", help="Pipeline schedule: 1f1b, interleaved (vpp >= 2), zero-bubble or dualpipe (default: what vpp implies).")]
+CpCommOpt = Annotated[StrOpt, Opt("--cp-comm", help="Context-parallel exchange: ring (p2p) or ulysses (a2a) (default ring).")]
+Fp8RecipeOpt = Annotated[StrOpt, Opt("--fp8-recipe", help="FP8 scaling with --precision fp8: delayed, current (tensorwise) or blockwise (default delayed).")]
+
+
+def _knobs(**kw: Any) -> dict[str, Any]:
+    """The training-mode flags given (None: not given, the default applies)."""
+    return {k: v for k, v in kw.items() if v is not None}
 
 
 def _stderr(msg: str) -> None:
@@ -112,6 +127,7 @@ def enumerate_cmd(
     seq_len: Annotated[StrOpt, Opt(help="Sequence length.")] = None,
     experts: Annotated[StrOpt, Opt(help="Routed experts (MoE).")] = None,
     topk: Annotated[StrOpt, Opt(help="Experts per token (MoE).")] = None,
+    mtp_layers: Annotated[StrOpt, Opt(help="Multi-token-prediction modules (DeepSeek-V3: 1; 0 to leave them out).")] = None,
     params: Annotated[StrOpt, Opt(help="Parameter budget for shape search, e.g. 176e9.")] = None,
     tolerance: Annotated[str, Opt(help="Budget tolerance, e.g. 3% or 0.03.")] = "5%",
     tp: Annotated[StrOpt, Opt(help="Tensor-parallel degrees (default: powers of 2 up to a node).")] = None,
@@ -124,10 +140,18 @@ def enumerate_cmd(
     zero_stage: Annotated[str, Opt(help="ZeRO stages (3 = FSDP).")] = "0,1,2,3",
     recompute: Annotated[str, Opt(help="Recompute modes: none,selective,full.")] = "none,selective,full",
     sequence_parallel: Annotated[StrOpt, Opt(help="true, false or both (default: both when tp > 1).")] = None,
-    precision: Annotated[str, Opt(help="fp32, fp16, bf16 or fp8.")] = "bf16",
+    precision: Annotated[str, Opt(help="fp32, fp16, bf16, fp8, mxfp8 or nvfp4.")] = "bf16",
     flash_attention: Annotated[StrOpt, Opt(help="true/false (default: the profile's).")] = None,
     profile: Annotated[StrOpt, Opt(help="Efficiency profile (`topo profiles`).")] = None,
     framework: FrameworkOpt = None,
+    task: TaskOpt = None,
+    lora_rank: LoraRankOpt = None,
+    offload: OffloadOpt = None,
+    fsdp_shard: FsdpShardOpt = None,
+    etp: EtpOpt = None,
+    schedule: ScheduleOpt = None,
+    cp_comm: CpCommOpt = None,
+    fp8_recipe: Fp8RecipeOpt = None,
     headroom: Annotated[str, Opt(help="Memory kept free, fraction of the GPU (default 0: the model is within ~5%; check warns above 95%).")] = "0",
     tokens: Annotated[str, Opt(help="Training tokens for gpu-hours / days (1e12, 2T).")] = "1e12",
     cap: Annotated[str, Opt(help="Most rows written without --top (csv, json, parquet, markdown).")] = "100000",
@@ -159,11 +183,14 @@ def enumerate_cmd(
         gpu=gpu, nodes=nodes, gpus_per_node=gpus_per_node, intra_node_gbs=intra_node_gbs,
         inter_node_gbs=inter_node_gbs, nvlink_domain=nvlink_domain, layers=ints(layers), hidden=ints(hidden),
         heads=ints(heads), **_model_fields(kv_heads=kv_heads, ffn_hidden=ffn_hidden, activation=activation,
-                                           vocab=vocab, seq_len=seq_len, experts=experts, topk=topk),
+                                           vocab=vocab, seq_len=seq_len, experts=experts, topk=topk,
+                                           mtp_layers=mtp_layers),
         tp=tp, pp=pp, vpp=vpp, cp=cp, ep=ep, mbs=mbs, gbs=gbs, zero_stage=zero_stage,
         recompute=[r for r in recompute.split(",") if r], precision=precision, profile=profile, framework=framework,
         headroom=headroom, train_tokens=tokens, rampup=rampup, objective=cost.OBJECTIVE_COLUMN.get(sort, sort),
         descending=descending, progress=progress and sys.stderr.isatty(), with_stats=True, cap=cap,
+        **_knobs(task=task, lora_rank=lora_rank, offload=offload, fsdp_shard=fsdp_shard, etp=etp,
+                 schedule=schedule, cp_comm=cp_comm, fp8_recipe=fp8_recipe),
     )
     if sequence_parallel is not None and sequence_parallel != "both":
         kw["sequence_parallel"] = sequence_parallel
@@ -224,6 +251,7 @@ def evaluate_cmd(
     seq_len: Annotated[StrOpt, Opt(help="Sequence length.")] = None,
     experts: Annotated[StrOpt, Opt(help="Routed experts (MoE).")] = None,
     topk: Annotated[StrOpt, Opt(help="Experts per token (MoE).")] = None,
+    mtp_layers: Annotated[StrOpt, Opt(help="Multi-token-prediction modules (DeepSeek-V3: 1; 0 to leave them out).")] = None,
     dp: Annotated[StrOpt, Opt(help="Data-parallel degree (default: GPUs / (tp*pp*cp)).")] = None,
     tp: Annotated[StrOpt, Opt(help="Tensor-parallel degree (default 1).")] = None,
     pp: Annotated[StrOpt, Opt(help="Pipeline degree (default 1).")] = None,
@@ -235,10 +263,18 @@ def evaluate_cmd(
     zero_stage: Annotated[StrOpt, Opt(help="ZeRO stage (default 1).")] = None,
     recompute: Annotated[StrOpt, Opt(help="none, selective or full (default selective).")] = None,
     sequence_parallel: Annotated[StrOpt, Opt(help="true or false (default: true when tp > 1).")] = None,
-    precision: Annotated[StrOpt, Opt(help="fp32, fp16, bf16 or fp8 (default bf16).")] = None,
+    precision: Annotated[StrOpt, Opt(help="fp32, fp16, bf16, fp8, mxfp8 or nvfp4 (default bf16).")] = None,
     flash_attention: Annotated[StrOpt, Opt(help="true/false (default: the framework's).")] = None,
     profile: Annotated[StrOpt, Opt(help="Efficiency profile.")] = None,
     framework: FrameworkOpt = None,
+    task: TaskOpt = None,
+    lora_rank: LoraRankOpt = None,
+    offload: OffloadOpt = None,
+    fsdp_shard: FsdpShardOpt = None,
+    etp: EtpOpt = None,
+    schedule: ScheduleOpt = None,
+    cp_comm: CpCommOpt = None,
+    fp8_recipe: Fp8RecipeOpt = None,
     headroom: Annotated[str, Opt(help="Memory kept free, fraction of the GPU (default 0: the model is within ~5%; check warns above 95%).")] = "0",
     tokens: Annotated[str, Opt(help="Training tokens for gpu-hours / days (1e12, 2T).")] = "1e12",
     fmt: Annotated[str, Opt("--format", "-f", help="table, csv, json or markdown.")] = "table",
@@ -257,7 +293,10 @@ def evaluate_cmd(
                               framework=framework, headroom=headroom, train_tokens=tokens, stages=True,
                               **_model_fields(layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads,
                                               ffn_hidden=ffn_hidden, activation=activation, vocab=vocab,
-                                              seq_len=seq_len, experts=experts, topk=topk))
+                                              seq_len=seq_len, experts=experts, topk=topk,
+                                              mtp_layers=mtp_layers),
+                              **_knobs(task=task, lora_rank=lora_rank, offload=offload, fsdp_shard=fsdp_shard,
+                                       etp=etp, schedule=schedule, cp_comm=cp_comm, fp8_recipe=fp8_recipe))
     if flash_attention is not None:
         kw["flash_attention"] = flash_attention
     row, stages = toposcan.evaluate(model, **kw)
@@ -285,6 +324,7 @@ def evaluate_cmd(
             f"params            {r['params']:,} ({r['params_active']:,} active)",
             f"dp tp pp          {r['dp']} x {r['tp']} x {r['pp']} (vpp {r['vpp']}, cp {r['cp']}, ep {r['ep']}) = {r['gpus']} GPUs",
             f"batch             mbs {r['mbs']}, gbs {r['gbs']}, {r['grad_accum']} micro batches per replica",
+            *([f"training mode     {render.mode_line(r)}"] if render.mode_line(r) else []),
             f"step time         {r['step_time_s']:.3f} s "
             f"{uncertainty.plus_minus(r['step_time_s'], r['step_time_s_lo'], r['step_time_s_hi'])} "
             f"(bubble {r['bubble_fraction']:.1%})",
@@ -354,6 +394,14 @@ def check_cmd(
     model: Annotated[StrOpt, Opt("--model", "-m", help="Catalog model for fields the file leaves out.")] = None,
     profile: Annotated[StrOpt, Opt(help="Efficiency profile.")] = None,
     framework: FrameworkOpt = None,
+    task: TaskOpt = None,
+    lora_rank: LoraRankOpt = None,
+    offload: OffloadOpt = None,
+    fsdp_shard: FsdpShardOpt = None,
+    etp: EtpOpt = None,
+    schedule: ScheduleOpt = None,
+    cp_comm: CpCommOpt = None,
+    fp8_recipe: Fp8RecipeOpt = None,
     strict: Annotated[bool, Opt("--strict", help="Exit 3 when a warning fires.")] = False,
     max_slowdown: Annotated[str, Opt(help="Warn when the best topology is this much faster (fraction).")] = "0.1",
     tokens: Annotated[StrOpt, Opt(help="Training tokens for the time-to-train line.")] = None,
@@ -371,7 +419,9 @@ def check_cmd(
                                 intra_node_gbs=intra_node_gbs, inter_node_gbs=inter_node_gbs,
                                 nvlink_domain=nvlink_domain, model=model,
                                 profile=profile, framework=framework, max_slowdown=max_slowdown,
-                                train_tokens=tokens)
+                                train_tokens=tokens,
+                                **_knobs(task=task, lora_rank=lora_rank, offload=offload, fsdp_shard=fsdp_shard,
+                                         etp=etp, schedule=schedule, cp_comm=cp_comm, fp8_recipe=fp8_recipe))
     except ToposcanError as e:
         sys.stderr.write(f"error: {e.message}\n")
         if e.hint:
@@ -421,7 +471,7 @@ def calibrate_cmd(
 
 @app.command("validate")
 def validate_cmd(
-    table: Annotated[StrOpt, Opt("--table", "-t", help="seed001, seed001-all, seed001-mem, seed002, seed002-<table>, accounting or one of its tables (seed001-tflops, seed002-mfu, ...), our own H200 measurements: h200-steps, h200-mem, h200-gemm, h200-energy, h100-steps, h100-mem, h100-energy, a published table: narayanan2021, megatron-bridge, or a cross-stack one: seed001-transfer, narayanan2021-transfer.")] = None,
+    table: Annotated[StrOpt, Opt("--table", "-t", help="seed001, seed001-all, seed001-mem, seed002, seed002-<table>, accounting or one of its tables (seed001-tflops, seed002-mfu, ...), our own H200 measurements: h200-steps, h200-mem, h200-gemm, h200-energy, h100-steps, h100-mem, h100-energy, a published table: narayanan2021, megatron-bridge, megatron-bridge-new (runs held out of the fit), or a cross-stack one: seed001-transfer, narayanan2021-transfer.")] = None,
     fmt: Annotated[str, Opt("--format", "-f", help="table, csv, json or markdown.")] = "table",
     summary_only: Annotated[bool, Opt("--summary", help="Only the per-table summary.")] = False,
     fit: Annotated[bool, Opt("--fit", help="Refit every profile on its rows and print the constants.")] = False,

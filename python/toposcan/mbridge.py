@@ -46,39 +46,42 @@ FAMILY = {
     "gpt-oss-120b": "gpt-oss", "deepseek-v3": "deepseek-v3", "kimi-k2": "kimi-k2",
 }
 
-#: Catalog names tried, in order, for a mapped model or precision when the first is not (yet) in
-#: the catalog. ``llama-3-405b`` *is* Llama 3.1 405B's config (models.toml says so); FP8 with
-#: current scaling falls back to the core's single ``fp8`` rate until the two scalings are told apart.
+#: Catalog names tried, in order, for a mapped model when the first is not (yet) in the catalog.
+#: ``llama-3-405b`` *is* Llama 3.1 405B's config (models.toml says so).
 CATALOG_FALLBACK = {
     "llama-3.1-405b": ("llama-3.1-405b", "llama-3-405b"),
-    "fp8-cs": ("fp8-cs", "fp8"),
 }
 
 #: The source's system column -> catalog GPU.
 GPUS = {"h100-80gb-sxm": "h100-80", "b200": "b200", "b300": "b300", "gb200": "gb200", "gb300": "gb300"}
 
-#: The source's precision column -> our precision names. The 26.x tables write plain ``FP8``:
+#: The source's precision column -> (our precision, fp8 recipe). The 26.x tables write plain ``FP8``:
 #: Megatron-Bridge's performance scripts offer exactly bf16, fp8_cs, fp8_mx and nvfp4
 #: (``scripts/performance``: ``--compute_dtype``; recipes named ``*_fp8cs_config``, e.g.
 #: ``llama31_405b_pretrain_1024gpu_h100_fp8cs_config`` "FP8 current-scaling"), so FP8 there is
 #: current scaling, not delayed scaling.
-PRECISIONS = {"bf16": "bf16", "fp8": "fp8-cs", "fp8-cs": "fp8-cs", "fp8-mx": "mxfp8", "mxfp8": "mxfp8",
-              "nvfp4": "nvfp4"}
+PRECISIONS = {"bf16": ("bf16", ""), "fp8": ("fp8", "current"), "fp8-cs": ("fp8", "current"),
+              "fp8-mx": ("mxfp8", ""), "mxfp8": ("mxfp8", ""), "nvfp4": ("nvfp4", "")}
+
+#: LoRA rank of the LoRA runs: the source states none, so Megatron-Bridge's default, ``LoRA.dim``
+#: 32 (NVIDIA-NeMo/Megatron-Bridge ``src/megatron/bridge/peft/lora.py``, ``dim: int = 32``, "Defaults
+#: to 32", at commit 0191fc5e1b), on its default targets (linear_qkv, linear_proj, linear_fc1, linear_fc2).
+LORA_DIM = 32
+
+#: Skip reasons of the earlier mapping that the training-mode knobs of issue 16 now express: rows
+#: with one are the ``new-coverage`` set (``our_set``), held out of the ``megatron-core`` fit, which
+#: stays the joint fit of the rows it was fitted on.
+NEW_COVERAGE = ("task-sft", "task-lora", "mtp", "fp8-blockwise", "ep-folding")
 
 #: Static reasons a run cannot be expressed (the ``skip`` column), whatever the catalog holds.
 SKIP_REASONS = {
     "hybrid-mamba": "Nemotron-H / Nemotron 3 hybrids: Mamba-2 layers, which the core does not model",
     "model-shape-unknown": "the source gives no shape for this model (DeepSeekV4 Flash)",
-    "task-lora": "LoRA fine-tuning: frozen base weights, adapter-only gradients and optimizer",
-    "task-sft": "SFT on packed variable-length sequences: attention cost depends on the packing",
-    "mtp": "DeepSeek-V3 with its multi-token-prediction module, which the catalog model lacks",
     "optimizer-muon": "Muon optimizer (Newton-Schulz iterations per matrix), not AdamW",
-    "fp8-blockwise": "25.09 variant in parentheses: FP8 at another quantization granularity (blockwise), "
-                     "not a precision we name",
     "layout": "tp*pp*cp does not divide the GPU count",
     "ga-mismatch": "the source's GA disagrees with gbs / (mbs * dp), so its batch size is in doubt",
-    "ep-folding": "ep exceeds dp*cp: Megatron-Core's MoE parallel folding (expert tensor parallel 1 over "
-                  "tp*dp*cp), which the core does not model",
+    "ep-folding": "ep divides neither dp*cp nor, with expert tensor parallelism 1 (MoE parallel folding), "
+                  "tp*dp*cp",
 }
 
 
@@ -114,34 +117,38 @@ def map_row(r: dict[str, str]) -> dict[str, str]:
     variant = "paren" if "values in parentheses variant" in notes else "main"
     raw_prec = r["precision"].strip().lower()
     if raw_prec:
-        precision = PRECISIONS[raw_prec]
+        precision, recipe = PRECISIONS[raw_prec]
         if raw_prec == "fp8":
             assumed.append("plain FP8 = current scaling (the performance recipes have no delayed scaling)")
     elif variant == "main":  # 25.09 tables state no precision; the footnote makes both values FP8
-        precision = "fp8-cs"
+        precision, recipe = "fp8", "current"
         assumed.append("25.09 states no precision: FP8 (footnote), current scaling as in the 25.11 rerun")
-    else:
-        precision = ""
+    else:  # the footnote's "different FP8 quantization granularity": blockwise scaling
+        precision, recipe = "fp8", "blockwise"
+        assumed.append("25.09 variant in parentheses: FP8 with blockwise scaling (the footnote's other granularity)")
+    # the reason the mapping before issue 16 gave (these rows are now new coverage, held out of the fit)
+    earlier = ("task-" + task if task != "pretrain" else "mtp" if suffix == "w/ MTP"
+               else "fp8-blockwise" if variant == "paren" and not raw_prec else "")
     if base.startswith("Nemotron"):
         skip = "hybrid-mamba"
     elif not model:
         skip = "model-shape-unknown"
-    elif task != "pretrain":
-        skip = f"task-{task}"
-    elif suffix == "w/ MTP":
-        skip = "mtp"
     elif "Muon" in notes:
         skip = "optimizer-muon"
-    elif not precision:
-        skip = "fp8-blockwise"
     elif n % (tp * pp * cp):
         skip = "layout"
     dp = n // (tp * pp * cp) if n % (tp * pp * cp) == 0 else 0
     ga = re.search(r"GA=(\d+)", notes)
     if not skip and ga and int(r["gbs"]) != int(ga.group(1)) * int(r["mbs"]) * dp:
         skip = "ga-mismatch"
+    etp = ""
     if not skip and ep > 1 and (dp * cp) % ep:
-        skip = "ep-folding"
+        earlier = earlier or "ep-folding"
+        if (tp * dp * cp) % ep:
+            skip = "ep-folding"
+        else:  # MoE parallel folding: experts over tp*dp*cp with expert tensor parallelism 1
+            etp = "1"
+            assumed.append("ep above dp*cp: MoE parallel folding, expert tensor parallel 1")
     if "FSDP" in r["zero_stage_or_fsdp"] and "FSDP=0" not in r["zero_stage_or_fsdp"]:
         zero = 3
     else:
@@ -150,6 +157,9 @@ def map_row(r: dict[str, str]) -> dict[str, str]:
     routing = "tokendrop" if suffix == "tokendrop" else ("dropless" if r["moe_experts"] else "")
     gbs, seq, tps = int(r["gbs"]), int(r["seq_len"]), float(r["measured_tokens_per_sec_per_gpu"])
     assumed.append("no activation recompute")
+    if task == "lora":
+        assumed.append(f"LoRA rank {LORA_DIM} (Megatron-Bridge's default)")
+    mtp = {"w/ MTP": "1", "w/o MTP": "0"}.get(suffix, "")
     if tp > 1:
         assumed.append("sequence parallel")
     return {
@@ -161,12 +171,17 @@ def map_row(r: dict[str, str]) -> dict[str, str]:
         "our_routing": routing,
         "our_gpu": GPUS[r["gpu"]],
         "our_precision": precision,
+        "our_fp8_recipe": recipe,
         "our_dp": str(dp) if dp else "",
         "our_vpp": r["vpp"] or "1",
         "our_ep": str(ep),
+        "our_etp": etp,
+        "our_mtp": mtp,
+        "our_lora_rank": str(LORA_DIM) if task == "lora" else "",
         "our_zero_stage": str(zero),
         "our_step_time_s": f"{gbs * seq / (tps * n):.6g}",
         "our_skip": skip,
+        "our_set": "" if skip else "new-coverage" if earlier else "fit",
         "our_assumed": "; ".join(assumed),
     }
 

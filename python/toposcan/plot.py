@@ -26,7 +26,7 @@ LAYOUT = ("dp", "tp", "pp", "vpp", "cp", "ep", "mbs", "gbs", "zero_stage", "reco
 
 #: Step-time components (they add up to step_time_s), with their labels; the same split as
 #: ``render.BREAKDOWN``, in the order a step spends them.
-TIME_PARTS = (("compute", "compute_s"), ("recompute", "recompute_s"), ("TP/CP/EP comm", "tp_comm_s"),
+TIME_PARTS = (("compute", "compute_s"), ("recompute", "recompute_s"), ("TP/CP comm", "tp_comm_s"), ("EP all-to-all", "ep_comm_s"),
               ("PP comm", "pp_comm_s"), ("ZeRO-3 gathers", "fsdp_comm_s"), ("DP comm (exposed)", "dp_comm_exposed_s"),
               ("bubble", "bubble_s"), ("optimizer", "optimizer_s"), ("overheads", "overhead_s"))
 #: Memory components on the peak stage (they add up to mem_gb).

@@ -77,7 +77,7 @@ def _plain(df: pl.DataFrame) -> pl.DataFrame:
 
 
 #: The step-time breakdown columns (they add up to step_time_s), with the labels the CLI prints.
-BREAKDOWN = (("compute", "compute_s"), ("recompute", "recompute_s"), ("tp comm", "tp_comm_s"),
+BREAKDOWN = (("compute", "compute_s"), ("recompute", "recompute_s"), ("tp comm", "tp_comm_s"), ("ep comm", "ep_comm_s"),
              ("pp comm", "pp_comm_s"), ("zero-3 gathers", "fsdp_comm_s"), ("dp comm", "dp_comm_exposed_s"),
              ("optimizer", "optimizer_s"), ("overheads", "overhead_s"), ("bubble", "bubble_s"))
 
@@ -85,6 +85,29 @@ BREAKDOWN = (("compute", "compute_s"), ("recompute", "recompute_s"), ("tp comm",
 def breakdown(row: dict[str, Any]) -> str:
     """One line: where a row's step time goes (the non-zero parts of :data:`BREAKDOWN`)."""
     return ", ".join(f"{label} {row[col]:.3g} s" for label, col in BREAKDOWN if (row.get(col) or 0) > 0)
+
+
+def mode_line(row: dict[str, Any]) -> str:
+    """The training-mode settings of a row (or config) that differ from plain pretraining, in one
+    line ("" when none do): task, offload, HSDP shard, expert tensor parallelism, the schedule when
+    it is not what vpp implies, Ulysses CP, the FP8 recipe."""
+    parts = []
+    task = row.get("task")
+    if task and task != "pretrain":
+        parts.append(f"task {task}" + (f" (rank {row.get('lora_rank')})" if task == "lora" and row.get("lora_rank") else ""))
+    if row.get("offload") not in (None, "none"):
+        parts.append(f"offload {row['offload']}")
+    if row.get("fsdp_shard"):
+        parts.append(f"fsdp shard {row['fsdp_shard']}")
+    if row.get("etp"):
+        parts.append(f"etp {row['etp']}")
+    if row.get("schedule") in ("zero-bubble", "dualpipe"):
+        parts.append(f"schedule {row['schedule']}")
+    if row.get("cp_comm") == "ulysses":
+        parts.append("cp ulysses")
+    if row.get("precision") == "fp8" and row.get("fp8_recipe"):
+        parts.append(f"fp8 {row['fp8_recipe']} scaling")
+    return ", ".join(parts)
 
 
 def json_safe(x: Any) -> Any:

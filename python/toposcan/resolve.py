@@ -23,7 +23,109 @@ FRAMEWORKS = ("megatron-core", "megatron-lm", "megatron-deepspeed", "deepspeed",
 DEFAULTS: dict[str, Any] = {
     "tp": 1, "pp": 1, "vpp": 1, "cp": 1, "ep": 1, "mbs": 1, "gbs": spec.DEFAULT_GBS, "zero_stage": 1,
     "recompute": "selective", "precision": "bf16", "uneven_stages": True,
+    # Training mode (issue 16). `schedule` has no fixed default: what vpp implies (see :func:`mode`).
+    "task": "pretrain", "lora_rank": 16, "offload": "none", "fsdp_shard": 0, "etp": 0, "cp_comm": "ring",
+    "fp8_recipe": "delayed",
 }
+
+#: The training-mode knobs, asked rather than searched: the same names in the API, on the command
+#: line (``--lora-rank``) and in the core's strategy and space dicts.
+KNOBS = ("task", "lora_rank", "offload", "fsdp_shard", "etp", "schedule", "cp_comm", "fp8_recipe")
+TASKS = ("pretrain", "sft", "lora")
+OFFLOADS = ("none", "optimizer", "optimizer+params")
+SCHEDULES = ("1f1b", "interleaved", "zero-bubble", "dualpipe")
+CP_COMMS = ("ring", "ulysses")
+FP8_RECIPES = ("delayed", "current", "blockwise")
+#: Other spellings people write, by knob: Megatron's `--cp-comm-type` p2p / a2a; torchao's and
+#: Megatron's `tensorwise` is a per-tensor scale from the tensor itself, i.e. current scaling.
+ALIASES: dict[str, dict[str, str]] = {
+    "cp_comm": {"p2p": "ring", "a2a": "ulysses", "all-to-all": "ulysses", "alltoall": "ulysses"},
+    "fp8_recipe": {"tensorwise": "current"},
+    "schedule": {"zb": "zero-bubble", "zero_bubble": "zero-bubble", "zbh1": "zero-bubble"},
+}
+_CHOICES = {"task": TASKS, "offload": OFFLOADS, "schedule": SCHEDULES, "cp_comm": CP_COMMS,
+            "fp8_recipe": FP8_RECIPES}
+
+
+def knob(name: str, value: Any) -> str:
+    """A string knob in its canonical spelling (aliases of :data:`ALIASES` accepted), or a one-line
+    InputError naming ``name`` and what is allowed."""
+    if isinstance(value, str):
+        text, alias = value.strip().lower(), ALIASES.get(name, {})
+        value = alias.get(text, text)
+    allowed = _CHOICES[name]
+    if not isinstance(value, str) or value not in allowed:
+        extra = sorted(ALIASES.get(name, {}))
+        raise InputError(f"`{name}` must be one of {{{', '.join(allowed)}}}"
+                         + (f" (or {', '.join(extra)})" if extra else "") + f", got {show(value, quote=True)}",
+                         code="invalid_value")
+    return value
+
+
+def mode(given: dict[str, Any], *, precision: str, vpp: list[int], dp: int | None = None,
+         space: bool = False) -> dict[str, Any]:
+    """The training-mode keys of the core's strategy (or space) dict from the values given (None or
+    absent: the default), checked against each other. ``vpp`` is the interleaving degree (a list of
+    one for a single configuration, the searched list for an enumeration); ``dp`` the data-parallel
+    size where known, which an ``fsdp_shard`` must divide. In a ``space`` the schedule is ``"auto"``
+    when not given: each row's follows its vpp (the core reads it so)."""
+    def get(key: str) -> Any:
+        v = given.get(key)
+        return None if v is None or (isinstance(v, str) and not v.strip()) else v
+
+    task = knob("task", get("task") if get("task") is not None else DEFAULTS["task"])
+    rank = get("lora_rank")
+    if rank is not None and task != "lora":
+        raise InputError(f"`lora_rank` is only used with `task` lora, got task {task}", code="invalid_value",
+                         hint="add --task lora, or drop --lora-rank")
+    rank = spec.positive_int("lora_rank", DEFAULTS["lora_rank"] if rank is None else rank, maximum=1 << 16)
+    offload = knob("offload", get("offload") if get("offload") is not None else DEFAULTS["offload"])
+    shard = get("fsdp_shard")
+    shard = spec.positive_int("fsdp_shard", DEFAULTS["fsdp_shard"] if shard is None else shard, minimum=0,
+                              maximum=1 << 24)
+    if dp is not None and shard and dp % shard:
+        raise InputError(f"`fsdp_shard` {shard} must divide dp {dp} (shard within groups of fsdp_shard ranks, "
+                         "replicate across dp / fsdp_shard)", code="invalid_value")
+    etp = get("etp")
+    etp = spec.positive_int("etp", DEFAULTS["etp"] if etp is None else etp, minimum=0, maximum=1 << 12)
+    cp_comm = knob("cp_comm", get("cp_comm") if get("cp_comm") is not None else DEFAULTS["cp_comm"])
+    recipe = get("fp8_recipe")
+    if recipe is not None:
+        recipe = knob("fp8_recipe", recipe)
+        if precision != "fp8":
+            raise InputError(f"`fp8_recipe` {recipe} needs `precision` fp8, got precision {precision}",
+                             code="invalid_value", hint="add --precision fp8, or drop --fp8-recipe")
+    sched = get("schedule")
+    if sched is None:
+        sched = "auto" if space else "interleaved" if max(vpp) > 1 else "1f1b"
+    else:
+        sched = knob("schedule", sched)
+        if sched == "interleaved" and max(vpp) < 2:
+            raise InputError(f"`schedule` interleaved needs `vpp` 2 or more, got vpp {max(vpp)}",
+                             code="invalid_value")
+        if sched != "interleaved" and max(vpp) > 1:
+            raise InputError(f"`schedule` {sched} needs `vpp` 1, got vpp {max(vpp)}", code="invalid_value",
+                             hint="interleaving (vpp > 1) is --schedule interleaved")
+    return {"task": task, "lora_rank": rank, "offload": offload, "fsdp_shard": shard, "etp": etp,
+            "schedule": sched, "cp_comm": cp_comm, "fp8_recipe": recipe or DEFAULTS["fp8_recipe"]}
+
+
+def vpp_for_schedule(schedule: Any, vpp: list[int] | None, default: list[int]) -> list[int]:
+    """The interleaving degrees an enumeration searches under a given ``schedule``: interleaved ->
+    the degrees above 1 (of ``vpp`` if given, else 2 and 4), the others -> 1; no schedule -> ``vpp``
+    (or ``default``), each row's schedule then following its own vpp."""
+    if schedule is None or (isinstance(schedule, str) and not schedule.strip()):
+        return vpp if vpp is not None else default
+    sched = knob("schedule", schedule)
+    if sched == "interleaved":
+        out = [v for v in vpp if v > 1] if vpp is not None else [2, 4]
+        if not out:
+            raise InputError(f"`schedule` interleaved needs `vpp` 2 or more, got vpp {', '.join(map(str, vpp or []))}",
+                             code="invalid_value")
+        return out
+    if vpp is not None and 1 not in vpp:
+        raise InputError(f"`schedule` {sched} needs `vpp` 1, got vpp {', '.join(map(str, vpp))}", code="invalid_value")
+    return [1]
 
 
 @dataclass
@@ -121,7 +223,8 @@ def resolve(model: str | None, *, gpu: Any, nodes: Any, gpus_per_node: Any = Non
 def strategy(r: Resolved, given: dict[str, Any]) -> dict[str, Any]:
     """The core's strategy dict for one configuration: the values given, and :data:`DEFAULTS` for the
     rest (recorded in ``r.defaulted``). ``dp`` defaults to GPUs / (tp*pp*cp); sequence parallelism
-    to on when tp > 1; flash attention to the framework's."""
+    to on when tp > 1; flash attention to the framework's; the training-mode :data:`KNOBS` as
+    :func:`mode` checks them (the schedule to what vpp implies)."""
     def pick(key: str) -> Any:
         v = given.get(key)
         if v is None:
@@ -148,19 +251,22 @@ def strategy(r: Resolved, given: dict[str, Any]) -> dict[str, Any]:
     else:
         sp = spec.boolean("sequence_parallel", sp_given)
     flash = given.get("flash_attention")
+    vpp = spec.positive_int("vpp", pick("vpp"), maximum=1 << 10)
+    precision = spec.choice("precision", pick("precision"), spec.PRECISIONS)
     return {
         "dp": dp, "tp": tp, "pp": pp, "cp": cp,
-        "vpp": spec.positive_int("vpp", pick("vpp"), maximum=1 << 10),
+        "vpp": vpp,
         "ep": spec.positive_int("ep", pick("ep"), maximum=1 << 16),
         "mbs": spec.positive_int("mbs", pick("mbs"), maximum=1 << 20),
         "gbs": spec.positive_int("gbs", pick("gbs"), maximum=spec.MAX_INT),
         "zero_stage": spec.positive_int("zero_stage", pick("zero_stage"), minimum=0, maximum=3),
         "recompute": spec.choice("recompute", pick("recompute"), spec.RECOMPUTE),
         "sequence_parallel": sp,
-        "precision": spec.choice("precision", pick("precision"), spec.PRECISIONS),
+        "precision": precision,
         "flash_attention": spec.boolean("flash_attention",
                                         r.profile_entry["flash_attention"] if flash is None else flash),
         "uneven_stages": spec.boolean("uneven_stages", pick("uneven_stages")),
+        **mode(given, precision=precision, vpp=[vpp], dp=dp),
         **framework_settings(r.profile_entry),
     }
 

@@ -28,7 +28,7 @@ RECOMPUTE = ("none", "selective", "full")
 PRECISIONS = ("fp32", "fp16", "bf16", "fp8", "mxfp8", "nvfp4")
 ACTIVATIONS = ("gelu", "swiglu")
 MODEL_FIELDS = ("layers", "hidden", "heads", "kv_heads", "ffn_hidden", "activation", "vocab", "seq_len",
-                "tied_embeddings", "experts", "topk", "position", "norm", "bias")
+                "tied_embeddings", "experts", "topk", "position", "norm", "bias", "mtp_layers")
 GIB = 1024**3
 
 
@@ -239,6 +239,8 @@ def model_dict(model: str | None, fields: dict[str, Any]) -> tuple[dict[str, Any
             m["moe_ffn_hidden"] = m["ffn_hidden"]
     if "topk" in given:
         m["topk"] = positive_int("topk", given["topk"], minimum=0, maximum=1 << 16)
+    if "mtp_layers" in given:  # DeepSeek-V3's multi-token-prediction modules, on or off
+        m["mtp_layers"] = positive_int("mtp_layers", given["mtp_layers"], minimum=0, maximum=1 << 10)
     if "kv_heads" not in given and ("heads" in given or label == "custom"):
         # GQA ratio of the base kept when heads change; MHA stays MHA.
         ratio = base["heads"] // base["kv_heads"] if base.get("kv_heads") else 1

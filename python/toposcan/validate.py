@@ -30,13 +30,17 @@ Tables (``table`` column of :func:`validate`):
   to 3072 A100s, ``data/published/narayanan2021.csv``), profile ``megatron-lm-a100``.
 * ``megatron-bridge`` - step time of NVIDIA's Megatron-Bridge performance-summary runs (NeMo
   25.09-26.08 containers, ``data/published/megatron_bridge.csv``) that the catalog can express
-  today (:func:`mbridge_cases` counts the others by reason), profile :data:`MBRIDGE_PROFILE`.
+  today (:func:`mbridge_cases` counts the others by reason), profile :data:`MBRIDGE_PROFILE`: the
+  ``fit`` set, of which the ``megatron-core`` profile is the joint fit.
+* ``megatron-bridge-new`` - the runs issue 16's training-mode knobs made askable (SFT, LoRA, FP8
+  blockwise, MoE parallel folding, DeepSeek-V3 with MTP): same profile, held out of every fit.
 * ``seed001-transfer`` / ``narayanan2021-transfer`` - each of those two tables predicted by the other
   stack's profile (how far a fitted profile carries).
 
 :func:`report` gives the step-time fidelity per source and per framework (MAPE, max error, signed
 bias, Spearman) with leave-one-group-out refits: each source, and within the Megatron-Bridge runs each
 GPU and each model family, predicted by its profile refitted on the other rows of its framework.
+Sources in :data:`HELD_OUT_SOURCES` are predicted by those refits but never part of one.
 """
 
 from __future__ import annotations
@@ -231,6 +235,11 @@ def narayanan2021_cases() -> list[Case]:
 #: switches it, e.g. ``MBRIDGE_PROFILE = {"*": "megatron-core"}`` once that preset exists.
 MBRIDGE_PROFILE: dict[str, str] = {"*": "megatron-core"}
 MBRIDGE_TABLE = "megatron-bridge"
+#: The Megatron-Bridge runs the training-mode knobs of issue 16 made askable (SFT, LoRA, FP8
+#: blockwise, MoE parallel folding, DeepSeek-V3 with MTP; ``our_set`` new-coverage): scored by the
+#: same profile but held out of every fit, so they say how a profile not fitted to them predicts them.
+MBRIDGE_NEW_TABLE = "megatron-bridge-new"
+MBRIDGE_SETS = ("fit", "new-coverage", "all")
 
 
 def _mbridge_profile(gpu: str, profile: str | dict[str, str] | None) -> str:
@@ -253,9 +262,14 @@ def _nodes(n: int, gpn: int) -> tuple[int, int]:
     return n // per, per
 
 
-def mbridge_cases(profile: str | dict[str, str] | None = None) -> tuple[list[Case], dict[str, int]]:
+def mbridge_cases(profile: str | dict[str, str] | None = None, which: str = "fit"
+                  ) -> tuple[list[Case], dict[str, int]]:
     """The Megatron-Bridge runs (``data/published/megatron_bridge.csv``) the catalog can express today,
     as step-time cases, and the count of the others by reason.
+
+    ``which``: ``"fit"`` (default), the runs the ``megatron-core`` profile is the joint fit of;
+    ``"new-coverage"``, the runs issue 16's knobs made askable, held out of that fit (table
+    :data:`MBRIDGE_NEW_TABLE`); ``"all"``, both. Rows of the other set are counted as ``set <name>``.
 
     Reasons: the file's ``our_skip`` (whatever the catalog holds, see :data:`mbridge.SKIP_REASONS`),
     then ``model not in catalog``, ``gpu not in catalog``, ``precision not supported`` (these light up
@@ -272,10 +286,16 @@ def mbridge_cases(profile: str | dict[str, str] | None = None) -> tuple[list[Cas
     def skip(reason: str) -> None:
         skipped[reason] = skipped.get(reason, 0) + 1
 
+    if which not in MBRIDGE_SETS:
+        raise InputError(f"`which` must be one of {{{', '.join(MBRIDGE_SETS)}}}, got {spec._show(which, quote=True)}",
+                         code="invalid_value")
     opts = spec.options_dict(0.0, 1e12, False, False)
     for r in load("megatron_bridge", "published"):
         if r["our_skip"]:
             skip(r["our_skip"])
+            continue
+        if which != "all" and r["our_set"] != which:
+            skip(f"set {r['our_set']}")
             continue
         model = _first_known(r["our_model"], models)
         precision = _first_known(r["our_precision"], spec.PRECISIONS)
@@ -303,6 +323,11 @@ def mbridge_cases(profile: str | dict[str, str] | None = None) -> tuple[list[Cas
                   ep=int(r["our_ep"]), mbs=int(r["mbs"]), gbs=int(r["gbs"]), zero_stage=int(r["our_zero_stage"]),
                   recompute="none", sequence_parallel=tp > 1, precision=precision, flash_attention=True,
                   profile=prof)
+        # the training mode of issue 16, where the row states one (absent: the defaults, as fitted)
+        for key, col in (("fp8_recipe", "our_fp8_recipe"), ("task", "our_task"), ("lora_rank", "our_lora_rank"),
+                         ("etp", "our_etp"), ("mtp_layers", "our_mtp")):
+            if r[col] and not (key == "task" and r[col] == "pretrain"):
+                kw[key] = int(r[col]) if key in ("lora_rank", "etp", "mtp_layers") else r[col]
         try:
             model_d, cluster_d, strat, prof_d = core_inputs(kw)
             _, _, reject, _, _ = api._core_call(_core.evaluate, model_d, cluster_d, strat, prof_d, opts)
@@ -311,12 +336,15 @@ def mbridge_cases(profile: str | dict[str, str] | None = None) -> tuple[list[Cas
         if reject not in (None, "oom"):
             skip(f"rejected: {reject}")
             continue
-        label = (f"{r['model_name']} {r['gpu']} x{n} {r['precision'] or 'fp8?'} tp{tp} pp{r['pp']} "
+        label = (f"{r['model_name']} {r['gpu']} x{n} {r['precision'] or 'fp8-' + r['our_fp8_recipe']}"
+                 + (f" {r['our_task']}" if r["our_task"] != "pretrain" else "") + f" tp{tp} pp{r['pp']} "
                  f"vp{r['our_vpp']} cp{r['cp']} ep{r['our_ep']} mbs{r['mbs']} gbs{r['gbs']} {r['our_container']}")
-        cases.append(Case(MBRIDGE_TABLE, f"{gpu} {r['our_family']}", int(r["row"]), label, kw,
+        table = MBRIDGE_TABLE if r["our_set"] == "fit" else MBRIDGE_NEW_TABLE
+        cases.append(Case(table, f"{gpu} {r['our_family']}", int(r["row"]), label, kw,
                           float(r["our_step_time_s"]), "s",
                           {"gpu": gpu, "family": r["our_family"], "model": model, "precision": precision,
-                           "container": r["our_container"], "oom_predicted": reject == "oom"}))
+                           "container": r["our_container"], "oom_predicted": reject == "oom",
+                           "set": r["our_set"], "task": r["our_task"]}))
     return cases, skipped
 
 
@@ -540,7 +568,7 @@ MEASURED_TABLES = ("h200-steps", "h200-mem", "h200-gemm", "h200-energy", "h100-s
 #: Published tables beyond the seeds, and the cross-stack transfer tables: each Megatron A100 profile
 #: predicting the other's rows (BigScience's Megatron-DeepSpeed on Jean Zay against NVIDIA's
 #: Megatron-LM on Selene), which says how far a profile fitted on one stack carries to another.
-PUBLISHED_TABLES = ("narayanan2021", "megatron-bridge")
+PUBLISHED_TABLES = ("narayanan2021", "megatron-bridge", "megatron-bridge-new")
 TRANSFER_TABLES = {"seed001-transfer": NARAYANAN_PROFILE, "narayanan2021-transfer": "megatron-deepspeed-a100"}
 
 
@@ -580,6 +608,8 @@ def validate(table: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
         parts += predict_time(narayanan2021_cases())
     if table in (None, MBRIDGE_TABLE):
         parts += predict_time(mbridge_cases()[0])
+    if table in (None, MBRIDGE_NEW_TABLE):
+        parts += predict_time(mbridge_cases(which="new-coverage")[0])
     for name in TRANSFER_TABLES:
         if table in (None, name):
             parts += predict_time(transfer_cases(name))
@@ -735,7 +765,12 @@ SOURCES: dict[str, Callable[[], list[Case]]] = {
     "h200-steps": lambda: h200_cases("time"),
     "h100-steps": lambda: h200_cases("time", gpu="h100-80"),
     MBRIDGE_TABLE: lambda: mbridge_cases()[0],
+    MBRIDGE_NEW_TABLE: lambda: mbridge_cases(which="new-coverage")[0],
 }
+
+#: Sources predicted but never fitted: every refit (joint and leave-one-group-out) leaves their rows
+#: out, so their ``fit_s`` is an out-of-sample prediction.
+HELD_OUT_SOURCES = frozenset({MBRIDGE_NEW_TABLE})
 
 #: Leave-one-group-out partitions: a source, and within the Megatron-Bridge runs each GPU and each
 #: model family. Each held group is predicted by a refit of its profile's free constants on the
@@ -769,7 +804,7 @@ def _scored(source: str, c: Case) -> _Scored:
     gpus = cluster_d["nodes"] * cluster_d["gpus_per_node"]
     step = strat["gbs"] * model_d["seq_len"] / (c.measured * gpus) if c.unit == "tok/s/GPU" else c.measured
     profile = c.kwargs.get("profile") or spec.default_profile(c.kwargs.get("gpu"))
-    family = c.extra.get("family", "") if source == MBRIDGE_TABLE else ""
+    family = c.extra.get("family", "") if source in (MBRIDGE_TABLE, MBRIDGE_NEW_TABLE) else ""
     return _Scored(source, c, profile, _framework_of(profile), str(c.kwargs.get("gpu", "")), family,
                    (model_d, cluster_d, strat), step)
 
@@ -806,7 +841,7 @@ def _refit(sources: tuple[str, ...], profile: str, pool: frozenset[int]) -> dict
     rows = _rows(sources)
     start, free = _fit_start(profile)
     framework = _framework_of(profile)
-    full = frozenset(i for i, r in enumerate(rows) if r.framework == framework)
+    full = frozenset(i for i, r in enumerate(rows) if r.framework == framework and r.source not in HELD_OUT_SOURCES)
     init = spec.profile_dict(profile)[0] if pool == full else _refit(sources, profile, full)
     picked = sorted(pool)
     return pointfit.fit([rows[i].run for i in picked], [rows[i].measured_s for i in picked], free, start, init)
@@ -826,7 +861,9 @@ def _predictions(sources: tuple[str, ...], logo: bool) -> pl.DataFrame:
     rows = _rows(sources)
     by_fw: dict[str, frozenset[int]] = {}
     for i, r in enumerate(rows):
-        by_fw[r.framework] = by_fw.get(r.framework, frozenset()) | {i}
+        by_fw.setdefault(r.framework, frozenset())
+        if r.source not in HELD_OUT_SOURCES:  # predicted, never fitted
+            by_fw[r.framework] = by_fw[r.framework] | {i}
     cols: dict[str, list[Any]] = {"fit_s": [math.nan] * len(rows)}
     for prof in {r.profile for r in rows}:
         idx = [i for i, r in enumerate(rows) if r.profile == prof]

@@ -27,7 +27,8 @@ _USED_TOP = frozenset({
     "zero_optimization", "train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
     "fp16", "bf16", "bfloat16", "activation_checkpointing",
 })
-_USED_ZERO = frozenset({"stage", "offload_optimizer", "offload_param", "cpu_offload", "cpu_offload_params"})
+_USED_ZERO = frozenset({"stage", "offload_optimizer", "offload_param", "cpu_offload", "cpu_offload_params",
+                        "mics_shard_size"})
 
 
 class _Duplicate(Exception):
@@ -180,17 +181,26 @@ def read_config(doc: Any, res: Result, *, where: str = "") -> dict:
         ]
         stated = [o for o in offloads if o is not None]
         if stated:
-            spec["offload"] = any(stated)
-            if spec["offload"]:
-                devices = []
-                for key in ("offload_optimizer", "offload_param"):
-                    section = zero.get(key)
-                    if isinstance(section, dict) and section.get("device") in ("cpu", "nvme"):
-                        devices.append(f"{key} to {section['device']}")
-                for key in ("cpu_offload", "cpu_offload_params"):
-                    if zero.get(key) is True:
-                        devices.append(f"{key}")
-                res.note(f"{where}ZeRO offload: " + ", ".join(devices))
+            # ZeRO-Offload moves the optimizer (fp32 states and step) to the host; ZeRO-Infinity's
+            # offload_param the 16-bit weights too (``cpu_offload_params`` is its legacy name).
+            spec["offload"] = ("optimizer+params" if offloads[1] or offloads[3] else "optimizer" if any(stated)
+                               else "none")
+        if stated and any(stated):
+            devices = []
+            for key in ("offload_optimizer", "offload_param"):
+                section = zero.get(key)
+                if isinstance(section, dict) and section.get("device") in ("cpu", "nvme"):
+                    devices.append(f"{key} to {section['device']}")
+            for key in ("cpu_offload", "cpu_offload_params"):
+                if zero.get(key) is True:
+                    devices.append(f"{key}")
+            res.note(f"{where}ZeRO offload: " + ", ".join(devices))
+        mics = zero.get("mics_shard_size")
+        if mics is not None:
+            size = typed_int(mics, f"{where}zero_optimization.mics_shard_size", minimum=-1)
+            if size > 0:  # MiCS: shard within groups of this many ranks, replicate across them
+                spec["fsdp_shard"] = size
+                res.note(f"{where}MiCS: states sharded within groups of {size} ranks (fsdp_shard {size})")
         for key in zero:
             if key not in _USED_ZERO:
                 res.ignored.append(f"{where}zero_optimization.{key} {_scalar(zero[key])}".rstrip())

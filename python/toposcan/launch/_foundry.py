@@ -39,6 +39,7 @@ _USED_TOP = frozenset({
 _USED_MODEL = frozenset({
     "name", "d_model", "n_heads", "n_layers", "max_seq_len", "expansion_ratio", "vocab_size", "learned_pos_emb",
     "no_bias", "attn_config", "ffn_config", "norm_type", "tie_word_embeddings", "pretrained_model_name_or_path",
+    "peft_config",
 })
 _USED_FSDP = frozenset({"sharding_strategy", "activation_checkpointing", "activation_cpu_offload", "cpu_offload"})
 
@@ -187,6 +188,21 @@ def _scalar(value: Any) -> str:
     return short(str(value), 40)
 
 
+def _peft(peft: Any, spec: dict, res: Result, r: _Resolver) -> None:
+    """``model.peft_config`` (Hugging Face PEFT's ``LoraConfig`` fields): ``peft_type`` LORA and its rank ``r``."""
+    if not isinstance(peft, dict):
+        raise ParseError(f"`model.peft_config` must be a mapping, got `{short(peft)}`", code="invalid_value")
+    kind = r.value(peft.get("peft_type", "LORA"), "model.peft_config.peft_type")
+    if not isinstance(kind, str) or kind.upper() != "LORA":
+        raise ParseError(f"`model.peft_config.peft_type` must be `LORA`, got `{short(kind)}`", code="invalid_value")
+    spec["task"] = "lora"
+    if "r" in peft:
+        spec["lora_rank"] = typed_int(r.value(peft["r"], "model.peft_config.r"), "model.peft_config.r")
+    else:
+        res.note("model.peft_config has no `r`: Hugging Face PEFT's default rank 8 assumed")
+        spec["lora_rank"] = 8
+
+
 def parse(text: str, filename: str | None) -> Result:
     what = f"`{filename}`" if filename else "the llm-foundry YAML"
     doc = load_yaml(text, what)
@@ -238,6 +254,9 @@ def parse(text: str, filename: str | None) -> Result:
 
     if is_mpt:
         _mpt_model(model, attn, ffn, spec, res, get)
+    peft = get(model, "peft_config", "model.")
+    if peft is not _MISSING and peft is not None:
+        _peft(peft, spec, res, r)
 
     # batch
     gbs = get(root, "global_train_batch_size", "")
@@ -396,15 +415,13 @@ def _parallel(fsdp: Any, fsdp_field: str, tp_config: Any, spec: dict, res: Resul
                 res.note(f"{strategy}: sharded within a node, replicated across nodes")
         checkpoint = r.value(fsdp.get("activation_checkpointing", False), f"{fsdp_field}.activation_checkpointing")
         spec["recompute"] = "full" if typed_bool(checkpoint, f"{fsdp_field}.activation_checkpointing") else "none"
-        offloads = []
         for key in ("activation_cpu_offload", "cpu_offload"):
-            if key in fsdp:
-                on = typed_bool(r.value(fsdp[key], f"{fsdp_field}.{key}"), f"{fsdp_field}.{key}")
-                offloads.append(on)
-                if on:
-                    res.note(f"{fsdp_field}.{key} is on")
-        if offloads:
-            spec["offload"] = any(offloads)
+            if key in fsdp and typed_bool(r.value(fsdp[key], f"{fsdp_field}.{key}"), f"{fsdp_field}.{key}"):
+                res.note(f"{fsdp_field}.{key} is on" + (" (activations to the host: not costed)"
+                                                        if key == "activation_cpu_offload" else ""))
+        if "cpu_offload" in fsdp:  # FSDP's CPUOffload: parameters, gradients and the step on the host
+            on = typed_bool(r.value(fsdp["cpu_offload"], f"{fsdp_field}.cpu_offload"), f"{fsdp_field}.cpu_offload")
+            spec["offload"] = "optimizer+params" if on else "none"
     degree = None
     if isinstance(tp_config, dict) and "tensor_parallel_degree" in tp_config:
         degree = r.value(tp_config["tensor_parallel_degree"], "tp_config.tensor_parallel_degree")

@@ -37,6 +37,7 @@ _INT_ARGS = {
     "global-batch-size": "gbs",
     "context-parallel-size": "cp",
     "expert-model-parallel-size": "ep",
+    "expert-tensor-parallel-size": "etp",
     "moe-router-topk": "topk",
     "topk": "topk",
 }
@@ -60,6 +61,10 @@ _VALUE_ARGS: dict[str, int | str] = {
     "position-embedding-type": 1,
     "normalization": 1,
     "fp8-format": 1,
+    "fp8-recipe": 1,
+    "cp-comm-type": "+",
+    "num-distributed-optimizer-instances": 1,
+    "data-parallel-sharding-strategy": 1,
     "deepspeed-config": 1,
     "tokenizer-type": 1,
     "tokenizer-model": 1,
@@ -78,6 +83,7 @@ _BOOL_ARGS = frozenset({
     "add-bias-linear", "use-rotary-position-embeddings", "no-position-embedding", "group-query-attention",
     "deepspeed", "deepspeed-activation-checkpointing", "use-distributed-optimizer", "optimizer-cpu-offload",
     "account-for-embedding-in-pipeline-split", "account-for-loss-in-pipeline-split",
+    "use-torch-fsdp2", "use-megatron-fsdp", "use-custom-fsdp",
 })
 
 _KNOWN = frozenset(_INT_ARGS) | frozenset(_VALUE_ARGS) | _BOOL_ARGS
@@ -110,6 +116,16 @@ _GPU_NAMES = {
     "h200_141gb": "h200", "b200": "b200", "v100-32gb": "v100-32", "v100_32gb": "v100-32", "v100-32": "v100-32",
     "mi300x": "mi300x", "mi250x": "mi250x",
 }
+
+
+#: ``--cp-comm-type`` -> cp_comm: all-gather and the hierarchical a2a+p2p are costed as the ring
+#: (K/V exchanged among cp ranks); plain a2a is Ulysses (Megatron-Core ``TEDotProductAttention``).
+_CP_COMM = {"p2p": "ring", "allgather": "ring", "a2a+p2p": "ring", "a2a": "ulysses"}
+#: ``--fp8-recipe`` -> fp8_recipe (``tensorwise``: one scale per tensor from the tensor itself, i.e.
+#: current scaling); ``mxfp8`` is its own precision.
+_FP8_RECIPE = {"delayed": "delayed", "tensorwise": "current", "blockwise": "blockwise", "mxfp8": "mxfp8"}
+#: Megatron-FSDP's ``--data-parallel-sharding-strategy`` -> ZeRO stage.
+_SHARDING = {"no_shard": 0, "optim": 1, "optim_grads": 2, "optim_grads_params": 3}
 
 
 def gpu_name(label: str) -> str | None:
@@ -394,12 +410,39 @@ def read_args(tokens: list[str], res: Result, *, ds_launcher: bool = False,
         spec["sequence_parallel"] = False
         defaults.append("no sequence parallel")
 
+    # context parallelism's exchange (one type, or one per layer)
+    cp_types = values_of("cp-comm-type")
+    if cp_types is not None:
+        kinds = {_CP_COMM.get(t) for t in cp_types}
+        if None in kinds:
+            bad = next(t for t in cp_types if t not in _CP_COMM)
+            listed = ", ".join(f"`{k}`" for k in _CP_COMM)
+            raise ParseError(f"`{args['cp-comm-type'][0]}` must be one of {{{listed}}}, got `{short(bad)}`",
+                             code="invalid_value")
+        spec["cp_comm"] = "ulysses" if kinds == {"ulysses"} else "ring"
+        if len(kinds) > 1:
+            res.note("--cp-comm-type differs by layer; costed as ring (p2p) throughout")
+
     # precision
     fp8 = one("fp8-format")
+    recipe = one("fp8-recipe")
     if flag("fp16") and flag("bf16"):
         raise ParseError("`--fp16` and `--bf16` are both given; Megatron allows one of them", code="conflicting_options")
+    if recipe is not None and recipe not in _FP8_RECIPE:
+        listed = ", ".join(f"`{k}`" for k in _FP8_RECIPE)
+        raise ParseError(f"`{args['fp8-recipe'][0]}` must be one of {{{listed}}}, got `{short(recipe)}`",
+                         code="invalid_value")
     if fp8 is not None or flag("fp8-hybrid") or flag("fp8-e4m3"):
         spec["precision"] = "fp8"
+        if recipe == "mxfp8":
+            spec["precision"] = "mxfp8"
+        elif recipe is not None:
+            spec["fp8_recipe"] = _FP8_RECIPE[recipe]
+        else:
+            spec["fp8_recipe"] = "delayed"
+            defaults.append("fp8 recipe delayed")
+    elif recipe is not None and recipe != "delayed":  # a log prints Megatron's default, delayed, always
+        res.note(f"--fp8-recipe {short(recipe)} has no effect without --fp8-format")
     elif flag("bf16"):
         spec["precision"] = "bf16"
     elif flag("fp16"):
@@ -422,8 +465,28 @@ def read_args(tokens: list[str], res: Result, *, ds_launcher: bool = False,
     if flag("use-distributed-optimizer") and "zero_stage" not in spec:
         spec["zero_stage"] = 1
         res.note("zero_stage 1 from --use-distributed-optimizer (optimizer states sharded over dp)")
+    if flag("use-torch-fsdp2"):
+        spec["zero_stage"] = 3
+        res.note("zero_stage 3 from --use-torch-fsdp2 (parameters, gradients and optimizer states sharded)")
+    if flag("use-megatron-fsdp") or flag("use-custom-fsdp"):
+        strategy = one("data-parallel-sharding-strategy")
+        if strategy is None:
+            spec["zero_stage"] = 3
+            res.note("Megatron-FSDP without --data-parallel-sharding-strategy: checked as optim_grads_params (ZeRO-3)")
+        elif strategy in _SHARDING:
+            spec["zero_stage"] = _SHARDING[strategy]
+            res.note(f"zero_stage {spec['zero_stage']} from Megatron-FSDP's --data-parallel-sharding-strategy {strategy}")
+        else:
+            listed = ", ".join(f"`{k}`" for k in _SHARDING)
+            raise ParseError(f"`{args['data-parallel-sharding-strategy'][0]}` must be one of {{{listed}}}, "
+                             f"got `{short(strategy)}`", code="invalid_value")
+    instances = integer("num-distributed-optimizer-instances")
+    if instances is not None and instances > 1:
+        # Megatron shards the distributed optimizer within dp / N ranks and keeps N replicas (HSDP);
+        # the shard size needs dp, which `topo check` knows once the cluster is.
+        spec["fsdp_replicas"] = instances
     if flag("optimizer-cpu-offload"):
-        spec["offload"] = True
+        spec["offload"] = "optimizer"
     if "zero_stage" not in spec:
         spec["zero_stage"] = 0
         defaults.append("zero_stage 0")

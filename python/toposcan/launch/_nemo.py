@@ -30,6 +30,7 @@ _INTS = {
     "virtual_pipeline_model_parallel_size": "vpp",
     "context_parallel_size": "cp",
     "expert_model_parallel_size": "ep",
+    "expert_tensor_parallel_size": "etp",
     "num_layers": "layers",
     "hidden_size": "hidden",
     "num_attention_heads": "heads",
@@ -45,10 +46,19 @@ _INTS = {
 }
 _CLUSTER = {"num_nodes": "nodes", "devices": "gpus_per_node"}
 _BOOLS = {"sequence_parallel", "gated_linear_unit", "share_embeddings_and_output_weights", "add_bias_linear",
-          "use_distributed_optimizer", "bf16", "fp16"}
+          "use_distributed_optimizer", "bf16", "fp16", "optimizer_cpu_offload"}
 _STRINGS = {"recompute_granularity", "recompute_method", "recompute_num_layers", "normalization",
-            "position_embedding_type", "fp8", "precision", "mixed_precision"}
-KNOWN = frozenset(_INTS) | frozenset(_CLUSTER) | _BOOLS | _STRINGS | {"max_position_embeddings"}
+            "position_embedding_type", "fp8", "precision", "mixed_precision", "cp_comm_type", "fp8_recipe"}
+KNOWN = frozenset(_INTS) | frozenset(_CLUSTER) | _BOOLS | _STRINGS | {"max_position_embeddings",
+                                                                     "num_distributed_optimizer_instances"}
+
+#: ``cp_comm_type`` -> cp_comm (as Megatron's ``--cp-comm-type``: a2a is Ulysses, the rest ring-like).
+_CP_COMM = {"p2p": "ring", "allgather": "ring", "a2a+p2p": "ring", "a2a": "ulysses"}
+#: ``fp8_recipe`` -> fp8_recipe (``tensorwise`` is current scaling; ``mxfp8`` is its own precision).
+_FP8_RECIPE = {"delayed": "delayed", "tensorwise": "current", "blockwise": "blockwise", "mxfp8": "mxfp8"}
+#: ``peft=`` values that are low-rank adapters (Megatron-Bridge / NeMo 2 ``LoRA``, ``DoRA``,
+#: ``CanonicalLoRA``); ``none`` trains every weight.
+_PEFT = {"lora": "lora", "dora": "lora", "canonical_lora": "lora", "none": None}
 
 #: Layout fields a recipe sets itself when the overrides are silent (named in a note).
 _LAYOUT = ("tp", "pp", "cp", "ep", "mbs", "gbs")
@@ -62,6 +72,9 @@ RECIPE_MODELS = {
     "llama2_7b": "llama-2-7b", "llama2_13b": "llama-2-13b", "llama2_70b": "llama-2-70b",
     "mixtral_8x7b": "mixtral-8x7b",
 }
+
+#: Low-precision GEMM formats, which a bf16/fp16 setting elsewhere (the master weights') does not undo.
+_LOW = ("fp8", "mxfp8", "nvfp4")
 
 _PRECISION = {
     "bf16-mixed": "bf16", "bf16": "bf16", "bf16-true": "bf16", "bf16_mixed": "bf16",
@@ -155,12 +168,25 @@ def read_overrides(tokens: list[str], res: Result, *, script: str = "") -> int:
     for token in tokens:
         found = split(token)
         after_flag, previous = previous in ("--factory", "-f", "--recipe"), token
+        if found is not None and found[1] in ("peft", "mixed_precision") and found[0] != "~":
+            if found[1] == "peft":
+                _peft(found[2], res)
+            elif _value(found[2]) is not None:  # Megatron-Bridge: a recipe name, e.g. bf16_with_mxfp8_mixed
+                _string("mixed_precision", "mixed_precision", _value(found[2]), res)
+            read += 1
+            continue
         if found is None or "." not in found[1]:
             if not (after_flag or token.startswith(("--factory", "--recipe", "recipe=", "factory=", "-f"))):
                 res.ignored.append(token)
             continue
         modifier, key, raw = found
         last = key.rsplit(".", 1)[1]
+        if key.split(".", 1)[0] == "peft" and last in ("dim", "r") and modifier != "~":
+            value = _value(raw)
+            if value is not None:
+                spec["lora_rank"] = parse_int(value, key, minimum=1, maximum=MAX_INT)
+                read += 1
+            continue
         if last not in KNOWN or modifier == "~":
             res.ignored.append(token)
             continue
@@ -186,6 +212,10 @@ def read_overrides(tokens: list[str], res: Result, *, script: str = "") -> int:
             seen[target] = key
         elif last == "max_position_embeddings":
             res.max_position_embeddings = parse_int(value, key)
+        elif last == "num_distributed_optimizer_instances":
+            instances = parse_int(value, key, minimum=1, maximum=MAX_INT)
+            if instances > 1:  # HSDP: shard within dp / N, N replicas (the shard size needs dp: topo check)
+                spec["fsdp_replicas"] = instances
         elif last in _BOOLS:
             flag = _bool(value, key)
             if last == "sequence_parallel":
@@ -198,8 +228,11 @@ def read_overrides(tokens: list[str], res: Result, *, script: str = "") -> int:
                 spec["bias"] = flag
             elif last == "use_distributed_optimizer":
                 spec["zero_stage"] = 1 if flag else 0
+            elif last == "optimizer_cpu_offload":
+                if flag:
+                    spec["offload"] = "optimizer"
             elif flag:  # bf16 / fp16
-                if spec.get("precision") != "fp8":
+                if spec.get("precision") not in _LOW:
                     spec["precision"] = last
         else:
             _string(last, key, value, res)
@@ -225,6 +258,12 @@ def read_overrides(tokens: list[str], res: Result, *, script: str = "") -> int:
         res.framework = "megatron-bridge"
     else:
         res.framework = "nemo-2"
+    _settle_fp8_recipe(res)
+    if "lora_rank" in spec and spec.get("task") != "lora":
+        del spec["lora_rank"]
+        res.note("peft.dim without peft=lora: the adapter rank is not used")
+    if script.rsplit("/", 1)[-1].startswith("finetune") and "task" not in spec:
+        res.note("a fine-tuning recipe whose PEFT setting is not in the overrides: give --task sft or --task lora")
     if spec.get("tp", 1) == 1 and spec.get("sequence_parallel"):
         spec["sequence_parallel"] = False
         res.note("sequence_parallel has no effect at tp 1")
@@ -233,6 +272,34 @@ def read_overrides(tokens: list[str], res: Result, *, script: str = "") -> int:
         res.note("not in the overrides, so the recipe's own values apply (toposcan cannot see them; "
                  "its defaults are used): " + ", ".join(silent))
     return read
+
+
+def _peft(raw: str, res: Result) -> None:
+    """``peft=lora`` (or dora, canonical_lora): adapters on a frozen base; ``peft=none``: every weight."""
+    value = _value(raw)
+    lowered = (value or "none").lower()
+    if lowered not in _PEFT:
+        listed = ", ".join(f"`{k}`" for k in _PEFT)
+        raise ParseError(f"`peft` must be one of {{{listed}}}, got `{short(value)}`", code="invalid_value")
+    res.spec["task"] = _PEFT[lowered] or "sft"
+    if lowered not in ("lora", "none"):
+        res.note(f"peft={lowered}: costed as LoRA adapters")
+
+
+def _settle_fp8_recipe(res: Result) -> None:
+    """An ``fp8_recipe`` override counts only when fp8 is on (in any order of the overrides):
+    ``mxfp8`` then makes the precision mxfp8."""
+    spec = res.spec
+    recipe = spec.pop("_fp8_recipe", None)
+    if recipe is None:
+        return
+    if spec.get("precision") != "fp8":
+        res.note(f"fp8_recipe {recipe} has no effect without fp8")
+    elif recipe == "mxfp8":
+        spec["precision"] = "mxfp8"
+        spec.pop("fp8_recipe", None)
+    else:
+        spec["fp8_recipe"] = recipe
 
 
 def _string(last: str, key: str, value: str, res: Result) -> None:
@@ -258,16 +325,35 @@ def _string(last: str, key: str, value: str, res: Result) -> None:
             spec["position"] = mapped
     elif last == "fp8":
         if value.lower() in ("hybrid", "e4m3", "true"):
-            spec["precision"] = "fp8"
+            if spec.get("precision") not in _LOW:
+                spec["precision"] = "fp8"
         elif value.lower() != "false":
             raise ParseError(f"`{key}` must be one of {{`hybrid`, `e4m3`, `null`}}, got `{short(value)}`",
                              code="invalid_value")
+    elif last == "cp_comm_type":
+        if value not in _CP_COMM:
+            listed = ", ".join(f"`{k}`" for k in _CP_COMM)
+            raise ParseError(f"`{key}` must be one of {{{listed}}}, got `{short(value)}`", code="invalid_value")
+        spec["cp_comm"] = _CP_COMM[value]
+    elif last == "fp8_recipe":
+        if value not in _FP8_RECIPE:
+            listed = ", ".join(f"`{k}`" for k in _FP8_RECIPE)
+            raise ParseError(f"`{key}` must be one of {{{listed}}}, got `{short(value)}`", code="invalid_value")
+        spec["_fp8_recipe"] = _FP8_RECIPE[value]  # settled once every override is read
     elif last in ("precision", "mixed_precision"):
         lowered = value.lower()
-        if "fp8" in lowered:
+        if "mxfp8" in lowered:  # Megatron-Bridge recipe names: bf16_with_mxfp8_mixed, ...
+            spec["precision"] = "mxfp8"
+        elif "nvfp4" in lowered:
+            spec["precision"] = "nvfp4"
+        elif "fp8" in lowered:
             spec["precision"] = "fp8"
+            for part, recipe in (("current_scaling", "current"), ("delayed_scaling", "delayed"),
+                                 ("subchannel", "blockwise"), ("blockwise", "blockwise")):
+                if part in lowered:
+                    spec["_fp8_recipe"] = recipe
         elif lowered in _PRECISION:
-            if spec.get("precision") != "fp8":
+            if spec.get("precision") not in _LOW:
                 spec["precision"] = _PRECISION[lowered]
         else:
             listed = ", ".join(f"`{k}`" for k in _PRECISION)

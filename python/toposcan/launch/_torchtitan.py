@@ -40,9 +40,21 @@ _USED = {
                  "enable_cpu_offload", "data_parallel_degree", "tensor_parallel_degree", "pipeline_parallel_degree"},
     "parallelism": {"data_parallel_replicate_degree", "data_parallel_shard_degree", "tensor_parallel_degree",
                     "pipeline_parallel_degree", "context_parallel_degree", "expert_parallel_degree",
-                    "pipeline_parallel_microbatch_size"},
+                    "expert_tensor_parallel_degree", "pipeline_parallel_microbatch_size",
+                    "pipeline_parallel_schedule", "pipeline_parallel_layers_per_stage"},
     "activation_checkpoint": {"mode", "selective_ac_option"},
 }
+
+
+#: ``parallelism.pipeline_parallel_schedule`` (torch.distributed.pipelining's schedule names) ->
+#: schedule. The V-shaped ones (ZBVZeroBubble, DualPipeV) hold two stages per rank by construction,
+#: which the core's zero-bubble and dualpipe schedules include: vpp stays 1 for them.
+_SCHEDULES = {"1F1B": "1f1b", "GPipe": "1f1b", "Interleaved1F1B": "interleaved", "LoopedBFS": "interleaved",
+              "InterleavedZeroBubble": "zero-bubble", "ZBVZeroBubble": "zero-bubble", "DualPipeV": "dualpipe"}
+
+
+#: ``[float8] recipe_name`` (torchao's Float8LinearRecipeName) -> fp8_recipe.
+_FLOAT8_RECIPES = {"tensorwise": "current", "rowwise": "current", "rowwise_with_gw_hp": "current"}
 
 
 def load_toml(text: str, what: str) -> dict:
@@ -131,10 +143,33 @@ def parse(text: str, filename: str | None) -> Result:
         res.note(f"data_parallel_shard_degree 1: DDP over {replicate} replicas (no sharding)")
     else:
         spec["zero_stage"] = 3
-        if replicate > 1:
-            res.note(f"HSDP: sharded over {shard if shard > 0 else 'the leftover'} ranks, replicated {replicate} "
-                     "times; memory is costed as ZeRO-3 over all of dp, which is lower than HSDP's")
+        if replicate > 1:  # HSDP: shard within groups of `shard`, replicate across `replicate` of them
+            if shard > 0:
+                spec["fsdp_shard"] = shard
+            else:
+                spec["fsdp_replicas"] = replicate  # the shard group is dp / replicate, once dp is known
+            res.note(f"HSDP: sharded over {shard if shard > 0 else 'the leftover'} ranks, replicated {replicate} times")
+    if "expert_tensor_parallel_degree" in src:
+        spec["etp"] = _degree(src, section, "expert_tensor_parallel_degree", 1)
     spec["sequence_parallel"] = spec["tp"] > 1  # torchtitan's tensor-parallel plan shards norms over sequence
+
+    # pipeline schedule (torchtitan's default 1F1B), only where there is a pipeline
+    if spec["pp"] > 1 and "pipeline_parallel_schedule" in par:
+        name = par["pipeline_parallel_schedule"]
+        if not isinstance(name, str) or name not in _SCHEDULES:
+            listed = ", ".join(f"`{k}`" for k in _SCHEDULES)
+            raise ParseError(f"`parallelism.pipeline_parallel_schedule` must be one of {{{listed}}}, "
+                             f"got `{short(name)}`", code="invalid_value")
+        spec["schedule"] = _SCHEDULES[name]
+        if name == "GPipe":
+            res.note("GPipe is costed as 1F1B (the same bubble; GPipe holds every micro batch's activations)")
+        if spec["schedule"] == "interleaved":
+            # torchtitan's looped schedules run two stages per rank unless layers per stage say otherwise,
+            # which needs the layer count (the model's, not in this file)
+            spec["vpp"] = 2
+            res.note(f"{name}: 2 stages per rank assumed"
+                     + (" (vpp from pipeline_parallel_layers_per_stage needs the layer count)"
+                        if "pipeline_parallel_layers_per_stage" in par else ""))
 
     # batch
     local_key = "local_batch_size" if "local_batch_size" in training or "batch_size" not in training else "batch_size"
@@ -189,6 +224,17 @@ def parse(text: str, filename: str | None) -> Result:
     if fp8:
         spec["precision"] = "fp8"
         res.note(f"fp8 from {fp8[0]}")
+        if any(c == "mx" or c.endswith(".mx") for c in fp8):
+            spec["precision"] = "mxfp8"
+        else:
+            # torchao float8 training scales each tensor (tensorwise) or row (rowwise) from the tensor
+            # itself: current scaling both (rowwise costed as current, its finer grain not modelled).
+            recipe = float8.get("recipe_name", "tensorwise") if isinstance(float8, dict) else "tensorwise"
+            if recipe not in _FLOAT8_RECIPES:
+                listed = ", ".join(f"`{k}`" for k in _FLOAT8_RECIPES)
+                raise ParseError(f"`float8.recipe_name` must be one of {{{listed}}}, got `{short(recipe)}`",
+                                 code="invalid_value")
+            spec["fp8_recipe"] = _FLOAT8_RECIPES[recipe]
     else:
         param = training.get("mixed_precision_param", "bfloat16")
         if param not in ("bfloat16", "float32"):
@@ -199,7 +245,7 @@ def parse(text: str, filename: str | None) -> Result:
             res.note("a float8/quantize section is present but model.converters does not name float8: "
                      f"{spec['precision']}")
     if "enable_cpu_offload" in training and typed_bool(training["enable_cpu_offload"], "training.enable_cpu_offload"):
-        spec["offload"] = True
+        spec["offload"] = "optimizer+params"  # FSDP2's CPUOffloadPolicy: parameters, gradients and the step
     if defaults:
         res.note("torchtitan defaults where the file is silent: " + ", ".join(defaults))
     return res
