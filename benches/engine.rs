@@ -53,7 +53,12 @@ fn space(target: f64) -> Space {
         vocab_multiple: 128,
         fused_kernels: true,
         flexible_pipeline: false,
-        cluster: Cluster { gpu: a100(), nodes: 48, gpus_per_node: 8 },
+        mode: Mode::default(),
+        cluster: Cluster {
+            gpu: a100(),
+            nodes: 48,
+            gpus_per_node: 8,
+        },
         profile: Profile::default(),
         options: Options::default(),
         keep_infeasible: false,
@@ -66,14 +71,33 @@ fn main() {
     if args.iter().any(|a| a == "profile") {
         // One 10^8 top-100 run (on TOPO_THREADS threads, default 1), for `perf record`.
         let col = columns::find("step_time_s").unwrap();
-        let r = Reducer::TopK { k: 100, objective: Objective { column: col, better: col.better } };
-        let n = std::env::var("TOPO_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+        let r = Reducer::TopK {
+            k: 100,
+            objective: Objective {
+                column: col,
+                better: col.better,
+            },
+        };
+        let n = std::env::var("TOPO_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap();
         let (_, st) = pool.install(|| enumerate(&space(1e8), &r, &mut |_, _| true).unwrap());
-        println!("{} candidates, {} scored, {:.3} s", st.candidates, st.scored, st.seconds);
+        println!(
+            "{} candidates, {} scored, {:.3} s",
+            st.candidates, st.scored, st.seconds
+        );
         return;
     }
-    let c = Cluster { gpu: a100(), nodes: 48, gpus_per_node: 8 };
+    let c = Cluster {
+        gpu: a100(),
+        nodes: 48,
+        gpus_per_node: 8,
+    };
     let s = strategy(8, 4, 12, 2, 2048);
     let p = Profile::default();
     let o = Options::default();
@@ -82,44 +106,84 @@ fn main() {
     println!("| benchmark | result |\n|---|---:|");
     // Full scorer, one candidate from scratch (validation + LayerCost + assemble).
     let n = 200_000;
-    let t = median((0..5).map(|_| {
-        let t0 = Instant::now();
-        for i in 0..n {
-            let s = Strategy { mbs: 1 + (i % 4) as u32, ..s };
-            black_box(score(black_box(&m), &c, &s, &p, &o).unwrap());
-        }
-        t0.elapsed().as_secs_f64() / n as f64
-    }).collect());
-    println!("| score(): one candidate from scratch | {:.0} ns |", t * 1e9);
+    let t = median(
+        (0..5)
+            .map(|_| {
+                let t0 = Instant::now();
+                for i in 0..n {
+                    let s = Strategy {
+                        mbs: 1 + (i % 4) as u32,
+                        ..s
+                    };
+                    black_box(score(black_box(&m), &c, &s, &p, &o).unwrap());
+                }
+                t0.elapsed().as_secs_f64() / n as f64
+            })
+            .collect(),
+    );
+    println!(
+        "| score(): one candidate from scratch | {:.0} ns |",
+        t * 1e9
+    );
     // Assembly with a cached LayerCost: what enumeration pays per candidate.
     let lc = LayerCost::new(&m, &c, &s);
     let n = 2_000_000;
-    let t = median((0..5).map(|_| {
-        let t0 = Instant::now();
-        for i in 0..n {
-            let s = Strategy { zero_stage: (i % 4) as u8, ..s };
-            let mem = memory_peak(&m, &c, &s, &p, &o);
-            black_box(assemble(&lc, black_box(&m), &c, &s, &p, &o, mem));
-        }
-        t0.elapsed().as_secs_f64() / n as f64
-    }).collect());
-    println!("| memory_peak + assemble (cached LayerCost) | {:.0} ns |", t * 1e9);
+    let t = median(
+        (0..5)
+            .map(|_| {
+                let t0 = Instant::now();
+                for i in 0..n {
+                    let s = Strategy {
+                        zero_stage: (i % 4) as u8,
+                        ..s
+                    };
+                    let mem = memory_peak(&m, &c, &s, &p, &o);
+                    black_box(assemble(&lc, black_box(&m), &c, &s, &p, &o, mem));
+                }
+                t0.elapsed().as_secs_f64() / n as f64
+            })
+            .collect(),
+    );
+    println!(
+        "| memory_peak + assemble (cached LayerCost) | {:.0} ns |",
+        t * 1e9
+    );
 
     let col = columns::find("step_time_s").unwrap();
-    let obj = Objective { column: col, better: col.better };
+    let obj = Objective {
+        column: col,
+        better: col.better,
+    };
     let memc = columns::find("mem_gb").unwrap();
-    let mem_obj = Objective { column: memc, better: memc.better };
+    let mem_obj = Objective {
+        column: memc,
+        better: memc.better,
+    };
     let mut sizes = vec![1e6, 1e7];
     if big {
         sizes.push(1e8);
     }
     for threads in [1usize, 2] {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         for &size in &sizes {
             let sp = space(size);
-            for (name, r) in [("top-100", Reducer::TopK { k: 100, objective: obj }), ("pareto", Reducer::Pareto { a: obj, b: mem_obj })] {
+            for (name, r) in [
+                (
+                    "top-100",
+                    Reducer::TopK {
+                        k: 100,
+                        objective: obj,
+                    },
+                ),
+                ("pareto", Reducer::Pareto { a: obj, b: mem_obj }),
+            ] {
                 // Median of three runs (by wall time).
-                let mut runs: Vec<_> = (0..3).map(|_| pool.install(|| enumerate(&sp, &r, &mut |_, _| true).unwrap())).collect();
+                let mut runs: Vec<_> = (0..3)
+                    .map(|_| pool.install(|| enumerate(&sp, &r, &mut |_, _| true).unwrap()))
+                    .collect();
                 runs.sort_by(|a, b| a.1.seconds.total_cmp(&b.1.seconds));
                 let (rows, st) = runs.swap_remove(1);
                 println!(

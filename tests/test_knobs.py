@@ -3,8 +3,8 @@ fp8_recipe) on the Python side: validation, the core's strategy and space dicts,
 line, launch files, and the Megatron-Bridge runs they make askable.
 
 The result columns these knobs add (``task``, ``offload``, ``schedule``, ``cp_comm``, ``fp8_recipe``,
-``lora_rank``, ``fsdp_shard``, ``etp``, ``ep_comm_s``) come from the Rust core; the tests that read
-them are marked ``needs_columns`` and skip until the core reports them.
+``lora_rank``, ``fsdp_shard``, ``etp``, ``ep_comm_s``) come from the Rust core; what the knobs cost is
+tested in rust/core/tests/modes.rs and tests/test_measured_modes.py.
 """
 
 from pathlib import Path
@@ -22,8 +22,10 @@ from toposcan.errors import InputError, ParseError
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "launch"
 CORE_COLUMNS = {c for c, _, _ in _core.column_info()}
 KNOB_COLUMNS = {"task", "offload", "schedule", "cp_comm", "fp8_recipe", "lora_rank", "fsdp_shard", "etp", "ep_comm_s"}
-needs_columns = pytest.mark.skipif(not KNOB_COLUMNS <= CORE_COLUMNS,
-                                   reason="the core does not report the training-mode columns yet (issue 16)")
+
+
+def test_the_core_reports_every_knob() -> None:
+    assert KNOB_COLUMNS <= CORE_COLUMNS
 
 SMALL = dict(gpu="h100-80", nodes=2)  # llama-2-7b on 16 H100s: dp 16 at tp = pp = 1
 
@@ -144,7 +146,6 @@ def test_enumerate_passes_fsdp_shard_through(monkeypatch):
     assert spy.space["fsdp_shard"] == 3
 
 
-@needs_columns
 def test_knobs_appear_in_the_rows():
     row = toposcan.evaluate("llama-2-7b", **SMALL, task="lora", lora_rank=8, offload="optimizer", fsdp_shard=8,
                             etp=1, cp_comm="ulysses", precision="fp8", fp8_recipe="blockwise")
@@ -346,7 +347,6 @@ def test_every_mapped_bridge_run_builds_its_inputs():
     assert {c.kwargs.get("fp8_recipe") for c in new} >= {"blockwise", "current"}
 
 
-@needs_columns
 def test_ep_folding_runs_are_scored_once_the_core_reads_etp():
     _, skipped = v.mbridge_cases(which="new-coverage")
     assert "rejected: ep_not_divisor_of_dp" not in skipped, skipped

@@ -268,7 +268,7 @@ def test_megatron_core_profile_is_the_joint_fit():
 
     from toposcan import catalog
 
-    cases, _ = v.mbridge_cases(profile="megatron-core")
+    cases, _ = v.mbridge_cases(profile="megatron-core", which="all")
     runs = [core_inputs(c.kwargs)[:3] for c in cases]
     steps = [c.measured for c in cases]
     start, free = v._fit_start("megatron-core")

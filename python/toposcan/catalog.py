@@ -177,6 +177,7 @@ def gpus() -> pl.DataFrame:
             "nvlink_domain": int(g.get("nvlink_domain", g["gpus_per_node"])),
             "inter_node_gbs": float(g["inter_node_gbs"]),
             "host_link_gbs": float(g.get("host_link_gbs", 0.0)),
+            "host_memory_gbs": float(g.get("host_memory_gbs", 0.0)),
             "board_power_w": float(g["board_power_w"]),
             "source": g["source"],
         })

@@ -159,7 +159,12 @@ def map_row(r: dict[str, str]) -> dict[str, str]:
     assumed.append("no activation recompute")
     if task == "lora":
         assumed.append(f"LoRA rank {LORA_DIM} (Megatron-Bridge's default)")
+    # DeepSeek-V3 runs name MTP only in 25.11's "w/ MTP" / "w/o MTP" pair, whose main table rows were
+    # the "w/o MTP" ones; the later plain rows are taken as the same configuration.
     mtp = {"w/ MTP": "1", "w/o MTP": "0"}.get(suffix, "")
+    if model == "deepseek-v3" and not mtp:
+        mtp = "0"
+        assumed.append("no MTP module (as 25.11's main rows, 'w/o MTP')")
     if tp > 1:
         assumed.append("sequence parallel")
     return {

@@ -97,9 +97,10 @@ def mode_line(row: dict[str, Any]) -> str:
         parts.append(f"task {task}" + (f" (rank {row.get('lora_rank')})" if task == "lora" and row.get("lora_rank") else ""))
     if row.get("offload") not in (None, "none"):
         parts.append(f"offload {row['offload']}")
-    if row.get("fsdp_shard"):
-        parts.append(f"fsdp shard {row['fsdp_shard']}")
-    if row.get("etp"):
+    # The core reports the shard group (dp unless HSDP) and etp (tp unless folded): say only a change.
+    if row.get("fsdp_shard") and row.get("dp") and row["fsdp_shard"] < row["dp"]:
+        parts.append(f"hsdp: shard over {row['fsdp_shard']}, {row['dp'] // row['fsdp_shard']} replicas")
+    if row.get("etp") and row.get("tp") and row["etp"] != row["tp"]:
         parts.append(f"etp {row['etp']}")
     if row.get("schedule") in ("zero-bubble", "dualpipe"):
         parts.append(f"schedule {row['schedule']}")

@@ -180,6 +180,9 @@ def cluster_dict(gpu: str, nodes: Any, gpus_per_node: Any, intra_node_gbs: Any =
         # GPUs on one NVLink fabric (NVL72: 72); collectives and tp within it run at intra_node_gbs.
         "nvlink_domain": (int(g.get("nvlink_domain", 0)) if nvlink_domain is None
                           else positive_int("nvlink_domain", nvlink_domain, maximum=1 << 16)),
+        # CPU offload: the GPU's host link and its share of the host's DRAM bandwidth (0 = unknown).
+        "host_link_bw": float(g.get("host_link_gbs", 0.0)) * 1e9,
+        "host_memory_bw": float(g.get("host_memory_gbs", 0.0)) * 1e9,
         "nodes": nodes,
         "gpus_per_node": gpn,
     }

@@ -20,7 +20,12 @@ use toposcan_core::score::{self, Options};
 use toposcan_core::space::{self, Space};
 use toposcan_core::spec::*;
 
-create_exception!(_core, CoreError, PyValueError, "An input the core rejects: args are (code, field, message).");
+create_exception!(
+    _core,
+    CoreError,
+    PyValueError,
+    "An input the core rejects: args are (code, field, message)."
+);
 
 fn core_err(e: TopoError) -> PyErr {
     CoreError::new_err((e.code, e.field, e.message))
@@ -29,19 +34,37 @@ fn core_err(e: TopoError) -> PyErr {
 fn guarded<T>(f: impl FnOnce() -> Result<T, TopoError>) -> PyResult<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r.map_err(core_err),
-        Err(_) => Err(CoreError::new_err(("internal_error", "", "internal error in the scoring core (a bug: please report the input)"))),
+        Err(_) => Err(CoreError::new_err((
+            "internal_error",
+            "",
+            "internal error in the scoring core (a bug: please report the input)",
+        ))),
     }
 }
 
 fn get<'py, T: for<'a> FromPyObject<'a, 'py>>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<T> {
     match d.get_item(key)? {
-        Some(v) => v.extract::<T>().map_err(|_| CoreError::new_err(("invalid_value", key.to_string(), format!("`{key}` has the wrong type or is out of range: {v}")))),
-        None => Err(CoreError::new_err(("missing_field", key.to_string(), format!("`{key}` is required")))),
+        Some(v) => v.extract::<T>().map_err(|_| {
+            CoreError::new_err((
+                "invalid_value",
+                key.to_string(),
+                format!("`{key}` has the wrong type or is out of range: {v}"),
+            ))
+        }),
+        None => Err(CoreError::new_err((
+            "missing_field",
+            key.to_string(),
+            format!("`{key}` is required"),
+        ))),
     }
 }
 
 /// `key` of `d`, or `default` when the dict does not carry it.
-fn get_or<'py, T: for<'a> FromPyObject<'a, 'py>>(d: &Bound<'py, PyDict>, key: &str, default: T) -> PyResult<T> {
+fn get_or<'py, T: for<'a> FromPyObject<'a, 'py>>(
+    d: &Bound<'py, PyDict>,
+    key: &str,
+    default: T,
+) -> PyResult<T> {
     if d.get_item(key)?.is_some() {
         get(d, key)
     } else {
@@ -55,13 +78,25 @@ fn enum_of<T: Copy>(d: &Bound<'_, PyDict>, key: &str, options: &[(&str, T)]) -> 
 
 /// The option named `v` of `key`, or a one-line error listing the allowed names.
 fn choose<T: Copy>(key: &str, v: &str, options: &[(&str, T)]) -> PyResult<T> {
-    options.iter().find(|(n, _)| *n == v).map(|(_, t)| *t).ok_or_else(|| {
-        let allowed: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-        CoreError::new_err(("invalid_value", key.to_string(), format!("`{key}` must be one of {{{}}}, got {v}", allowed.join(", "))))
-    })
+    options
+        .iter()
+        .find(|(n, _)| *n == v)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| {
+            let allowed: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+            CoreError::new_err((
+                "invalid_value",
+                key.to_string(),
+                format!("`{key}` must be one of {{{}}}, got {v}", allowed.join(", ")),
+            ))
+        })
 }
 
-const RECOMPUTE: [(&str, Recompute); 3] = [("none", Recompute::None), ("selective", Recompute::Selective), ("full", Recompute::Full)];
+const RECOMPUTE: [(&str, Recompute); 3] = [
+    ("none", Recompute::None),
+    ("selective", Recompute::Selective),
+    ("full", Recompute::Full),
+];
 const PRECISION: [(&str, Precision); 6] = [
     ("fp32", Precision::Fp32),
     ("fp16", Precision::Fp16),
@@ -70,6 +105,58 @@ const PRECISION: [(&str, Precision); 6] = [
     ("mxfp8", Precision::Mxfp8),
     ("nvfp4", Precision::Nvfp4),
 ];
+
+const TASK: [(&str, Task); 3] = [
+    ("pretrain", Task::Pretrain),
+    ("sft", Task::Sft),
+    ("lora", Task::Lora),
+];
+const OFFLOAD: [(&str, Offload); 3] = [
+    ("none", Offload::None),
+    ("optimizer", Offload::Optimizer),
+    ("optimizer+params", Offload::OptimizerParams),
+];
+const SCHEDULE: [(&str, Schedule); 5] = [
+    ("auto", Schedule::Auto),
+    ("1f1b", Schedule::OneF1B),
+    ("interleaved", Schedule::Interleaved),
+    ("zero-bubble", Schedule::ZeroBubble),
+    ("dualpipe", Schedule::DualPipe),
+];
+const CP_COMM: [(&str, CpComm); 2] = [("ring", CpComm::Ring), ("ulysses", CpComm::Ulysses)];
+const FP8_RECIPE: [(&str, Fp8Recipe); 3] = [
+    ("delayed", Fp8Recipe::Delayed),
+    ("current", Fp8Recipe::Current),
+    ("blockwise", Fp8Recipe::Blockwise),
+];
+
+/// An optional named option of a dict: `default` when the key is absent.
+fn enum_or<T: Copy>(
+    d: &Bound<'_, PyDict>,
+    key: &str,
+    options: &[(&str, T)],
+    default: T,
+) -> PyResult<T> {
+    match get_or::<Option<String>>(d, key, None)? {
+        Some(v) => choose(key, &v, options),
+        None => Ok(default),
+    }
+}
+
+/// The training-mode keys of a strategy or space dict; absent keys take [`Mode::default`].
+fn mode(d: &Bound<'_, PyDict>) -> PyResult<Mode> {
+    let z = Mode::default();
+    Ok(Mode {
+        task: enum_or(d, "task", &TASK, z.task)?,
+        lora_rank: get_or(d, "lora_rank", z.lora_rank)?,
+        offload: enum_or(d, "offload", &OFFLOAD, z.offload)?,
+        fsdp_shard: get_or(d, "fsdp_shard", z.fsdp_shard)?,
+        etp: get_or(d, "etp", z.etp)?,
+        schedule: enum_or(d, "schedule", &SCHEDULE, z.schedule)?,
+        cp_comm: enum_or(d, "cp_comm", &CP_COMM, z.cp_comm)?,
+        fp8_recipe: enum_or(d, "fp8_recipe", &FP8_RECIPE, z.fp8_recipe)?,
+    })
+}
 
 fn model(d: &Bound<'_, PyDict>) -> PyResult<Model> {
     let attention: String = get(d, "attention")?;
@@ -91,13 +178,29 @@ fn model(d: &Bound<'_, PyDict>) -> PyResult<Model> {
         kv_heads: get(d, "kv_heads")?,
         head_dim: get(d, "head_dim")?,
         ffn_hidden: get(d, "ffn_hidden")?,
-        activation: enum_of(d, "activation", &[("gelu", Activation::Gelu), ("swiglu", Activation::Swiglu)])?,
+        activation: enum_of(
+            d,
+            "activation",
+            &[("gelu", Activation::Gelu), ("swiglu", Activation::Swiglu)],
+        )?,
         vocab: get(d, "vocab")?,
         seq_len: get(d, "seq_len")?,
         tied_embeddings: get(d, "tied_embeddings")?,
-        position: enum_of(d, "position", &[("learned", Position::Learned), ("rope", Position::Rope), ("alibi", Position::Alibi)])?,
+        position: enum_of(
+            d,
+            "position",
+            &[
+                ("learned", Position::Learned),
+                ("rope", Position::Rope),
+                ("alibi", Position::Alibi),
+            ],
+        )?,
         position_rows: get(d, "position_rows")?,
-        norm: enum_of(d, "norm", &[("layernorm", Norm::LayerNorm), ("rmsnorm", Norm::RmsNorm)])?,
+        norm: enum_of(
+            d,
+            "norm",
+            &[("layernorm", Norm::LayerNorm), ("rmsnorm", Norm::RmsNorm)],
+        )?,
         bias: get(d, "bias")?,
         embedding_norm: get(d, "embedding_norm")?,
         experts: get(d, "experts")?,
@@ -138,6 +241,8 @@ fn cluster(d: &Bound<'_, PyDict>) -> PyResult<Cluster> {
             inter_node_bw: get(d, "inter_node_bw")?,
             board_power_w: get(d, "board_power_w")?,
             nvlink_domain: get_or(d, "nvlink_domain", 0)?,
+            host_link_bw: get_or(d, "host_link_bw", 0.0)?,
+            host_memory_bw: get_or(d, "host_memory_bw", 0.0)?,
         },
         nodes: get(d, "nodes")?,
         gpus_per_node: get(d, "gpus_per_node")?,
@@ -163,6 +268,7 @@ fn strategy(d: &Bound<'_, PyDict>) -> PyResult<Strategy> {
         vocab_multiple: get(d, "vocab_multiple")?,
         fused_kernels: get(d, "fused_kernels")?,
         flexible_pipeline: get_or(d, "flexible_pipeline", false)?,
+        mode: mode(d)?,
     })
 }
 
@@ -221,7 +327,14 @@ fn options(d: &Bound<'_, PyDict>) -> PyResult<Options> {
 
 fn objective(name: &str, descending: Option<bool>) -> PyResult<Objective> {
     let column = columns::find(name).ok_or_else(|| {
-        CoreError::new_err(("invalid_value", "objective", format!("`{name}` is not a column; one of: {}", columns::names().join(", "))))
+        CoreError::new_err((
+            "invalid_value",
+            "objective",
+            format!(
+                "`{name}` is not a column; one of: {}",
+                columns::names().join(", ")
+            ),
+        ))
     })?;
     let better = match descending {
         Some(true) => columns::Better::Higher,
@@ -232,7 +345,10 @@ fn objective(name: &str, descending: Option<bool>) -> PyResult<Objective> {
 }
 
 /// Columns of `rows` as a dict name -> numpy array, plus labels of categorical columns.
-fn export<'py>(py: Python<'py>, rows: &[Row]) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyDict>)> {
+fn export<'py>(
+    py: Python<'py>,
+    rows: &[Row],
+) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyDict>)> {
     let cols = PyDict::new(py);
     let labels = PyDict::new(py);
     for (name, data) in columns::to_columns(rows) {
@@ -251,7 +367,13 @@ fn export<'py>(py: Python<'py>, rows: &[Row]) -> PyResult<(Bound<'py, PyDict>, B
 
 /// What `evaluate` returns: columns of a one-row frame, labels, reject code or None, reject message,
 /// per-stage memory as a list of dicts in bytes.
-type Evaluated<'py> = (Bound<'py, PyDict>, Bound<'py, PyDict>, Option<&'static str>, Option<String>, Bound<'py, PyList>);
+type Evaluated<'py> = (
+    Bound<'py, PyDict>,
+    Bound<'py, PyDict>,
+    Option<&'static str>,
+    Option<String>,
+    Bound<'py, PyList>,
+);
 
 /// Scores one configuration (see [`Evaluated`]).
 #[pyfunction]
@@ -263,23 +385,45 @@ fn evaluate<'py>(
     profile_d: &Bound<'py, PyDict>,
     options_d: &Bound<'py, PyDict>,
 ) -> PyResult<Evaluated<'py>> {
-    let (m, c, s, p, o) = (model(model_d)?, cluster(cluster_d)?, strategy(strategy_d)?, profile(profile_d)?, options(options_d)?);
+    let (m, c, s, p, o) = (
+        model(model_d)?,
+        cluster(cluster_d)?,
+        strategy(strategy_d)?,
+        profile(profile_d)?,
+        options(options_d)?,
+    );
     let (sc, reject, stages) = py.detach(|| {
         guarded(|| {
             let (sc, reject) = score::score(&m, &c, &s, &p, &o)?;
             let pp = s.pp.min(m.layers);
-            let safe = Strategy { pp, tp: s.tp.min(m.heads).max(1), ..s };
-            let stages: Vec<_> = (0..pp).map(|i| score::stage_memory(&m, &safe, &p, i)).collect();
+            let safe = Strategy {
+                pp,
+                tp: s.tp.min(m.heads).max(1),
+                ..s
+            };
+            let stages: Vec<_> = (0..pp)
+                .map(|i| score::stage_memory(&m, &safe, &p, i))
+                .collect();
             Ok((sc, reject, stages))
         })
     })?;
-    let row = Row { index: 0, nodes: c.nodes, gpus_per_node: c.gpus_per_node, model: m, strategy: s, score: sc };
+    let row = Row {
+        index: 0,
+        nodes: c.nodes,
+        gpus_per_node: c.gpus_per_node,
+        model: m,
+        strategy: s,
+        score: sc,
+    };
     let (cols, labels) = export(py, &[row])?;
     let stage_list = PyList::empty(py);
     for (i, st) in stages.iter().enumerate() {
         let d = PyDict::new(py);
         d.set_item("stage", i)?;
-        d.set_item("layers", toposcan_core::formulas::params::stage_layers(m.layers, s.pp.min(m.layers), i as u32))?;
+        d.set_item(
+            "layers",
+            toposcan_core::formulas::params::stage_layers(m.layers, s.pp.min(m.layers), i as u32),
+        )?;
         d.set_item("weights", st.weights)?;
         d.set_item("gradients", st.gradients)?;
         d.set_item("optimizer", st.optimizer)?;
@@ -316,7 +460,19 @@ fn enumerate<'py>(
     let recompute: Vec<String> = get(space_d, "recompute")?;
     let recompute = recompute
         .iter()
-        .map(|r| RECOMPUTE.iter().find(|(n, _)| n == r).map(|(_, v)| *v).ok_or_else(|| CoreError::new_err(("invalid_value", "recompute", format!("`recompute` must be one of {{none, selective, full}}, got {r}")))))
+        .map(|r| {
+            RECOMPUTE
+                .iter()
+                .find(|(n, _)| n == r)
+                .map(|(_, v)| *v)
+                .ok_or_else(|| {
+                    CoreError::new_err((
+                        "invalid_value",
+                        "recompute",
+                        format!("`recompute` must be one of {{none, selective, full}}, got {r}"),
+                    ))
+                })
+        })
         .collect::<PyResult<Vec<_>>>()?;
     let params_range: Option<(f64, f64)> = get(space_d, "params_range")?;
     let sp = Space {
@@ -341,6 +497,7 @@ fn enumerate<'py>(
         vocab_multiple: get(space_d, "vocab_multiple")?,
         fused_kernels: get(space_d, "fused_kernels")?,
         flexible_pipeline: get_or(space_d, "flexible_pipeline", false)?,
+        mode: mode(space_d)?,
         cluster: cluster(cluster_d)?,
         profile: profile(profile_d)?,
         options: options(options_d)?,
@@ -349,10 +506,25 @@ fn enumerate<'py>(
     let kind: String = get(reducer_d, "kind")?;
     let descending: Option<bool> = get(reducer_d, "descending")?;
     let reducer = match kind.as_str() {
-        "top" => Reducer::TopK { k: get(reducer_d, "k")?, objective: objective(&get::<String>(reducer_d, "objective")?, descending)? },
-        "pareto" => Reducer::Pareto { a: objective(&get::<String>(reducer_d, "a")?, None)?, b: objective(&get::<String>(reducer_d, "b")?, None)? },
-        "all" => Reducer::All { cap: get(reducer_d, "cap")?, objective: objective(&get::<String>(reducer_d, "objective")?, descending)? },
-        other => return Err(CoreError::new_err(("invalid_value", "reducer", format!("reducer must be one of {{top, pareto, all}}, got {other}")))),
+        "top" => Reducer::TopK {
+            k: get(reducer_d, "k")?,
+            objective: objective(&get::<String>(reducer_d, "objective")?, descending)?,
+        },
+        "pareto" => Reducer::Pareto {
+            a: objective(&get::<String>(reducer_d, "a")?, None)?,
+            b: objective(&get::<String>(reducer_d, "b")?, None)?,
+        },
+        "all" => Reducer::All {
+            cap: get(reducer_d, "cap")?,
+            objective: objective(&get::<String>(reducer_d, "objective")?, descending)?,
+        },
+        other => {
+            return Err(CoreError::new_err((
+                "invalid_value",
+                "reducer",
+                format!("reducer must be one of {{top, pareto, all}}, got {other}"),
+            )))
+        }
     };
     let mut interrupted = false;
     let mut callback_error: Option<PyErr> = None;
@@ -424,12 +596,23 @@ fn fit_profile<'py>(
 ) -> PyResult<(Bound<'py, PyDict>, f64, f64, f64)> {
     let start = profile(start_d)?;
     let o = options(options_d)?;
-    let specs = rows.iter().map(|(m, c, s)| Ok((model(m)?, cluster(c)?, strategy(s)?))).collect::<PyResult<Vec<_>>>()?;
+    let specs = rows
+        .iter()
+        .map(|(m, c, s)| Ok((model(m)?, cluster(c)?, strategy(s)?)))
+        .collect::<PyResult<Vec<_>>>()?;
     if specs.len() != measured.len() || specs.is_empty() {
-        return Err(CoreError::new_err(("invalid_value", "rows", "rows and measured must be non-empty and of equal length")));
+        return Err(CoreError::new_err((
+            "invalid_value",
+            "rows",
+            "rows and measured must be non-empty and of equal length",
+        )));
     }
     if free.len() != Profile::TIME_PARAMS {
-        return Err(CoreError::new_err(("invalid_value", "free", format!("free needs {} flags", Profile::TIME_PARAMS))));
+        return Err(CoreError::new_err((
+            "invalid_value",
+            "free",
+            format!("free needs {} flags", Profile::TIME_PARAMS),
+        )));
     }
     let mut mask = [false; Profile::TIME_PARAMS];
     mask.copy_from_slice(&free);
@@ -442,18 +625,29 @@ fn fit_profile<'py>(
             }
             let predict = |p: &Profile, i: usize| {
                 let (m, c, s) = &specs[i];
-                score::score(m, c, s, p, &o).map(|x| x.0.step_time_s).unwrap_or(f64::INFINITY)
+                score::score(m, c, s, p, &o)
+                    .map(|x| x.0.step_time_s)
+                    .unwrap_or(f64::INFINITY)
             };
             Ok(fit::fit(&start, &measured, &mask, &predict))
         })
     })?;
-    Ok((profile_dict(py, &r.profile)?, r.mape, r.max_error, r.loo_mape))
+    Ok((
+        profile_dict(py, &r.profile)?,
+        r.mape,
+        r.max_error,
+        r.loo_mape,
+    ))
 }
 
 /// Each named size from 1 to 2^`max_log2`, or a one-line error naming the first that is not.
 fn sizes(named: &[(&str, u64)], max_log2: u32) -> PyResult<()> {
     match named.iter().find(|(_, v)| *v == 0 || *v > 1 << max_log2) {
-        Some((name, v)) => Err(core_err(TopoError::new("invalid_value", *name, format!("`{name}` must be from 1 to 2^{max_log2}, got {v}")))),
+        Some((name, v)) => Err(core_err(TopoError::new(
+            "invalid_value",
+            *name,
+            format!("`{name}` must be from 1 to 2^{max_log2}, got {v}"),
+        ))),
         None => Ok(()),
     }
 }
@@ -462,8 +656,18 @@ fn sizes(named: &[(&str, u64)], max_log2: u32) -> PyResult<()> {
 /// and alignment effects of the core's GEMM model (`formulas::gemm`); a profile's
 /// `gemm_efficiency` divides it. `cluster_d` as for `evaluate`.
 #[pyfunction]
-fn gemm_time(cluster_d: &Bound<'_, PyDict>, precision: &str, m: u64, n: u64, k: u64, batch: u64) -> PyResult<f64> {
-    let (c, p) = (cluster(cluster_d)?, choose("precision", precision, &PRECISION)?);
+fn gemm_time(
+    cluster_d: &Bound<'_, PyDict>,
+    precision: &str,
+    m: u64,
+    n: u64,
+    k: u64,
+    batch: u64,
+) -> PyResult<f64> {
+    let (c, p) = (
+        cluster(cluster_d)?,
+        choose("precision", precision, &PRECISION)?,
+    );
     sizes(&[("m", m), ("n", n), ("k", k), ("batch", batch)], 40)?;
     Ok(toposcan_core::formulas::gemm::Gemm::new(m, n, k, batch).time(&c.gpu, p))
 }
@@ -472,10 +676,35 @@ fn gemm_time(cluster_d: &Bound<'_, PyDict>, precision: &str, m: u64, n: u64, k: 
 /// `formulas::gemm::flash_attention_fwd`; backward is 2.5x), for `batch_heads` problems of
 /// `s_q` queries over `s_k` keys; a profile's `attention_efficiency` divides it.
 #[pyfunction]
-fn attention_time(cluster_d: &Bound<'_, PyDict>, precision: &str, s_q: u64, s_k: u64, head_dim: u64, batch_heads: u64) -> PyResult<f64> {
-    let (c, p) = (cluster(cluster_d)?, choose("precision", precision, &PRECISION)?);
-    sizes(&[("s_q", s_q), ("s_k", s_k), ("head_dim", head_dim), ("batch_heads", batch_heads)], 32)?;
-    Ok(toposcan_core::formulas::gemm::flash_attention_fwd(&c.gpu, p, s_q, s_k, head_dim, batch_heads))
+fn attention_time(
+    cluster_d: &Bound<'_, PyDict>,
+    precision: &str,
+    s_q: u64,
+    s_k: u64,
+    head_dim: u64,
+    batch_heads: u64,
+) -> PyResult<f64> {
+    let (c, p) = (
+        cluster(cluster_d)?,
+        choose("precision", precision, &PRECISION)?,
+    );
+    sizes(
+        &[
+            ("s_q", s_q),
+            ("s_k", s_k),
+            ("head_dim", head_dim),
+            ("batch_heads", batch_heads),
+        ],
+        32,
+    )?;
+    Ok(toposcan_core::formulas::gemm::flash_attention_fwd(
+        &c.gpu,
+        p,
+        s_q,
+        s_k,
+        head_dim,
+        batch_heads,
+    ))
 }
 
 /// (name, type, doc) of every output column, in frame order.
@@ -510,7 +739,11 @@ fn warning_codes() -> Vec<(u32, &'static str)> {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // `TOPOSCAN_THREADS=n` sizes rayon's pool (results never depend on it; speed does).
-    if let Some(n) = std::env::var("TOPOSCAN_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).filter(|&n| n > 0) {
+    if let Some(n) = std::env::var("TOPOSCAN_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+    {
         let _ = rayon_pool(n);
     }
     m.add("CoreError", m.py().get_type::<CoreError>())?;

@@ -5,7 +5,7 @@
 //! use it, so a column cannot mean two things.
 
 use crate::score::Score;
-use crate::spec::{Model, Strategy};
+use crate::spec::{Model, Strategy, CP_COMMS, FP8_RECIPES, OFFLOADS, SCHEDULES, TASKS};
 
 /// One scored candidate. `index` is its position in the search space (stable tie-breaker).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,7 +45,13 @@ pub struct Column {
 
 macro_rules! col {
     ($name:literal, $kind:expr, $better:ident, $doc:literal, |$r:ident| $e:expr) => {
-        Column { name: $name, kind: $kind, better: Better::$better, get: |$r: &Row| ($e) as f64, doc: $doc }
+        Column {
+            name: $name,
+            kind: $kind,
+            better: Better::$better,
+            get: |$r: &Row| ($e) as f64,
+            doc: $doc,
+        }
     };
 }
 
@@ -73,6 +79,14 @@ pub static COLUMNS: &[Column] = &[
     col!("recompute", Kind::Cat(RECOMPUTE), Lower, "activation recomputation", |r| r.strategy.recompute as u8),
     col!("sequence_parallel", Kind::Bool, Lower, "Megatron sequence parallelism", |r| r.strategy.sequence_parallel as u8),
     col!("precision", Kind::Cat(PRECISION), Lower, "training precision", |r| r.strategy.precision as u8),
+    col!("fp8_recipe", Kind::Cat(FP8_RECIPES), Lower, "FP8 scaling recipe (with precision fp8)", |r| r.strategy.mode.fp8_recipe as u8),
+    col!("task", Kind::Cat(TASKS), Lower, "what trains: pretrain, sft (full fine-tuning), lora (adapters on a frozen base)", |r| r.strategy.mode.task as u8),
+    col!("lora_rank", Kind::Int, Lower, "LoRA rank (with task lora)", |r| r.strategy.mode.lora_rank),
+    col!("offload", Kind::Cat(OFFLOADS), Lower, "what lives in host memory: none, optimizer, optimizer+params", |r| r.strategy.mode.offload as u8),
+    col!("fsdp_shard", Kind::Int, Lower, "ZeRO/FSDP shard group (HSDP); equals dp when fully sharded", |r| r.strategy.shard_group()),
+    col!("etp", Kind::Int, Lower, "expert tensor-parallel degree (MoE parallel folding; tp unless set)", |r| r.strategy.etp()),
+    col!("schedule", Kind::Cat(SCHEDULES), Lower, "pipeline schedule", |r| r.strategy.schedule() as u8),
+    col!("cp_comm", Kind::Cat(CP_COMMS), Lower, "context-parallel exchange: ring (p2p) or ulysses (all-to-all)", |r| r.strategy.mode.cp_comm as u8),
     col!("layers", Kind::Int, Lower, "transformer layers", |r| r.model.layers),
     col!("hidden", Kind::Int, Lower, "hidden size", |r| r.model.hidden),
     col!("heads", Kind::Int, Lower, "attention heads", |r| r.model.heads),
@@ -101,7 +115,8 @@ pub static COLUMNS: &[Column] = &[
     // The step time by what it is spent on; these add up to step_time_s.
     col!("compute_s", Kind::Float, Lower, "step time in GEMMs, attention and memory-bound kernels (slowest stage), s", |r| sc(r).compute_s),
     col!("recompute_s", Kind::Float, Lower, "step time in recomputed forward work, s", |r| sc(r).recompute_s),
-    col!("tp_comm_s", Kind::Float, Lower, "step time in tensor/context/expert-parallel communication, s", |r| sc(r).tp_comm_s),
+    col!("tp_comm_s", Kind::Float, Lower, "step time in tensor- and context-parallel communication, s", |r| sc(r).tp_comm_s),
+    col!("ep_comm_s", Kind::Float, Lower, "step time in expert-parallel all-to-all (not hidden), s", |r| sc(r).ep_comm_s),
     col!("pp_comm_s", Kind::Float, Lower, "step time in pipeline point-to-point sends, s", |r| sc(r).pp_comm_s),
     col!("fsdp_comm_s", Kind::Float, Lower, "step time in ZeRO-3 gathers not hidden by compute, s", |r| sc(r).fsdp_comm_s),
     col!("dp_comm_exposed_s", Kind::Float, Lower, "step time in data-parallel reduction not overlapped, s", |r| sc(r).dp_comm_exposed_s),
@@ -148,7 +163,9 @@ pub fn to_columns(rows: &[Row]) -> Vec<(&'static str, Data)> {
                 Kind::Int => Data::Int(rows.iter().map(|r| (c.get)(r) as i64).collect()),
                 Kind::Float => Data::Float(rows.iter().map(|r| (c.get)(r)).collect()),
                 Kind::Bool => Data::Bool(rows.iter().map(|r| (c.get)(r) != 0.0).collect()),
-                Kind::Cat(labels) => Data::Cat(rows.iter().map(|r| (c.get)(r) as u8).collect(), labels),
+                Kind::Cat(labels) => {
+                    Data::Cat(rows.iter().map(|r| (c.get)(r) as u8).collect(), labels)
+                }
             };
             (c.name, data)
         })

@@ -12,20 +12,36 @@ pub struct TopoError {
 
 impl TopoError {
     pub fn new(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { code, field: field.into(), message: message.into() }
+        Self {
+            code,
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     /// `field` must be at least `min`; `value` is what was given.
     pub fn too_small(field: &str, value: impl fmt::Display, min: impl fmt::Display) -> Self {
-        Self::new("invalid_value", field, format!("`{field}` must be at least {min}, got {value}"))
+        Self::new(
+            "invalid_value",
+            field,
+            format!("`{field}` must be at least {min}, got {value}"),
+        )
     }
 
     pub fn too_large(field: &str, value: impl fmt::Display, max: impl fmt::Display) -> Self {
-        Self::new("invalid_value", field, format!("`{field}` must be at most {max}, got {value}"))
+        Self::new(
+            "invalid_value",
+            field,
+            format!("`{field}` must be at most {max}, got {value}"),
+        )
     }
 
     pub fn not_finite(field: &str, value: f64) -> Self {
-        Self::new("invalid_value", field, format!("`{field}` must be a finite positive number, got {value}"))
+        Self::new(
+            "invalid_value",
+            field,
+            format!("`{field}` must be a finite positive number, got {value}"),
+        )
     }
 }
 

@@ -36,7 +36,12 @@ fn clamp(v: &mut [f64; Profile::TIME_PARAMS]) {
 
 /// Fits `start`'s time constants so that `predict(profile, i)` matches `measured[i]`.
 /// `free[j] == false` holds constant `j` at its start value.
-pub fn fit(start: &Profile, measured: &[f64], free: &[bool; Profile::TIME_PARAMS], predict: &dyn Fn(&Profile, usize) -> f64) -> FitResult {
+pub fn fit(
+    start: &Profile,
+    measured: &[f64],
+    free: &[bool; Profile::TIME_PARAMS],
+    predict: &dyn Fn(&Profile, usize) -> f64,
+) -> FitResult {
     let x0 = start.time_vector();
     let mut starts = vec![x0];
     for j in (0..Profile::TIME_PARAMS).filter(|&j| free[j]) {
@@ -55,10 +60,19 @@ pub fn fit(start: &Profile, measured: &[f64], free: &[bool; Profile::TIME_PARAMS
             profile = p;
         }
     }
-    let errs: Vec<f64> = (0..measured.len()).map(|i| (predict(&profile, i) / measured[i] - 1.0).abs() * 100.0).collect();
+    let errs: Vec<f64> = (0..measured.len())
+        .map(|i| (predict(&profile, i) / measured[i] - 1.0).abs() * 100.0)
+        .collect();
     let loo: Vec<f64> = (0..measured.len())
         .map(|i| {
-            let p = fit_rows_from(start, &profile.time_vector(), measured, free, predict, Some(i));
+            let p = fit_rows_from(
+                start,
+                &profile.time_vector(),
+                measured,
+                free,
+                predict,
+                Some(i),
+            );
             (predict(&p, i) / measured[i] - 1.0).abs() * 100.0
         })
         .collect();
@@ -72,7 +86,14 @@ pub fn fit(start: &Profile, measured: &[f64], free: &[bool; Profile::TIME_PARAMS
 }
 
 /// The fit objective at `p`: squared log errors plus the ridge toward `start`.
-fn loss_of(start: &Profile, p: &Profile, measured: &[f64], free: &[bool; Profile::TIME_PARAMS], predict: &dyn Fn(&Profile, usize) -> f64, skip: Option<usize>) -> f64 {
+fn loss_of(
+    start: &Profile,
+    p: &Profile,
+    measured: &[f64],
+    free: &[bool; Profile::TIME_PARAMS],
+    predict: &dyn Fn(&Profile, usize) -> f64,
+    skip: Option<usize>,
+) -> f64 {
     let x0 = start.time_vector();
     let v = p.time_vector();
     let mut l = 0.0;
@@ -81,7 +102,11 @@ fn loss_of(start: &Profile, p: &Profile, measured: &[f64], free: &[bool; Profile
             continue;
         }
         let pred = predict(p, i);
-        let e = if pred.is_finite() && pred > 0.0 { (pred / meas).ln() } else { 10.0 };
+        let e = if pred.is_finite() && pred > 0.0 {
+            (pred / meas).ln()
+        } else {
+            10.0
+        };
         l += e * e;
     }
     for j in (0..Profile::TIME_PARAMS).filter(|&j| free[j]) {
@@ -92,7 +117,14 @@ fn loss_of(start: &Profile, p: &Profile, measured: &[f64], free: &[bool; Profile
 }
 
 /// Minimizes [`loss_of`] (ridge centred on `start`) from the point `from`.
-fn fit_rows_from(start: &Profile, from: &[f64; Profile::TIME_PARAMS], measured: &[f64], free: &[bool; Profile::TIME_PARAMS], predict: &dyn Fn(&Profile, usize) -> f64, skip: Option<usize>) -> Profile {
+fn fit_rows_from(
+    start: &Profile,
+    from: &[f64; Profile::TIME_PARAMS],
+    measured: &[f64],
+    free: &[bool; Profile::TIME_PARAMS],
+    predict: &dyn Fn(&Profile, usize) -> f64,
+    skip: Option<usize>,
+) -> Profile {
     let x0 = *from;
     let idx: Vec<usize> = (0..Profile::TIME_PARAMS).filter(|&j| free[j]).collect();
     let to_full = |y: &[f64]| {
@@ -103,7 +135,16 @@ fn fit_rows_from(start: &Profile, from: &[f64; Profile::TIME_PARAMS], measured: 
         clamp(&mut v);
         v
     };
-    let loss = |y: &[f64]| loss_of(start, &start.with_time_vector(&to_full(y)), measured, free, predict, skip);
+    let loss = |y: &[f64]| {
+        loss_of(
+            start,
+            &start.with_time_vector(&to_full(y)),
+            measured,
+            free,
+            predict,
+            skip,
+        )
+    };
     let mut best: Vec<f64> = idx.iter().map(|&j| x0[j]).collect();
     let mut best_l = loss(&best);
     for _ in 0..6 {
@@ -132,9 +173,15 @@ fn nelder_mead(f: &dyn Fn(&[f64]) -> f64, x0: &[f64], iters: usize) -> (Vec<f64>
     }
     for _ in 0..iters {
         simplex.sort_by(|a, b| a.1.total_cmp(&b.1));
-        let centroid: Vec<f64> = (0..n).map(|j| simplex[..n].iter().map(|p| p.0[j]).sum::<f64>() / n as f64).collect();
+        let centroid: Vec<f64> = (0..n)
+            .map(|j| simplex[..n].iter().map(|p| p.0[j]).sum::<f64>() / n as f64)
+            .collect();
         let worst = simplex[n].clone();
-        let at = |t: f64| -> Vec<f64> { (0..n).map(|j| centroid[j] + t * (worst.0[j] - centroid[j])).collect() };
+        let at = |t: f64| -> Vec<f64> {
+            (0..n)
+                .map(|j| centroid[j] + t * (worst.0[j] - centroid[j]))
+                .collect()
+        };
         let xr = at(-1.0);
         let fr = f(&xr);
         if fr < simplex[0].1 {
@@ -168,15 +215,25 @@ mod tests {
     #[test]
     fn recovers_known_constants() {
         // Synthetic truth: time_i = w_i / gemm_efficiency + 0.1 * layer_overhead_s * 1e4.
-        let truth = Profile { gemm_efficiency: 0.6, layer_overhead_s: 2e-4, ..Profile::default() };
+        let truth = Profile {
+            gemm_efficiency: 0.6,
+            layer_overhead_s: 2e-4,
+            ..Profile::default()
+        };
         let work = [1.0, 2.0, 3.0, 5.0, 8.0, 13.0];
-        let f = |p: &Profile, i: usize| work[i] / p.gemm_efficiency + p.layer_overhead_s * 1e4 * (i as f64 + 1.0);
+        let f = |p: &Profile, i: usize| {
+            work[i] / p.gemm_efficiency + p.layer_overhead_s * 1e4 * (i as f64 + 1.0)
+        };
         let measured: Vec<f64> = (0..work.len()).map(|i| f(&truth, i)).collect();
         let mut free = [false; Profile::TIME_PARAMS];
         free[0] = true;
         free[4] = true;
         let r = fit(&Profile::default(), &measured, &free, &f);
-        assert!((r.profile.gemm_efficiency - 0.6).abs() < 0.01, "{:?}", r.profile);
+        assert!(
+            (r.profile.gemm_efficiency - 0.6).abs() < 0.01,
+            "{:?}",
+            r.profile
+        );
         assert!(r.mape < 0.5);
     }
 }

@@ -95,8 +95,17 @@ impl Profile {
     /// Allowed range of each time constant: fits stay physical. No GEMM or attention kernel
     /// sustains more than ~90% of the dense tensor peak (the best cuBLAS GEMMs reach ~280 of
     /// A100's 312 TFLOP/s); a fixed per-iteration cost above 2 s would be a stall, not overhead.
-    pub const TIME_BOUNDS: [(f64, f64); Self::TIME_PARAMS] =
-        [(0.2, 0.9), (0.2, 1.0), (0.05, 1.0), (0.02, 1.0), (0.0, 5e-2), (0.0, 1.0), (0.0, 2.0), (0.05, 0.9), (0.0, 1.0)];
+    pub const TIME_BOUNDS: [(f64, f64); Self::TIME_PARAMS] = [
+        (0.2, 0.9),
+        (0.2, 1.0),
+        (0.05, 1.0),
+        (0.02, 1.0),
+        (0.0, 5e-2),
+        (0.0, 1.0),
+        (0.0, 2.0),
+        (0.05, 0.9),
+        (0.0, 1.0),
+    ];
 
     pub fn validate(&self) -> crate::error::Result<()> {
         for (i, (name, v)) in [

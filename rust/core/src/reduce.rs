@@ -104,17 +104,43 @@ pub enum Reducer {
 
 /// A partial result of one reducer.
 pub enum Acc {
-    TopK { k: usize, objective: Objective, heap: BinaryHeap<Ranked> },
-    Pareto { a: Objective, b: Objective, front: Vec<(f64, f64, Row)> },
-    All { cap: usize, objective: Objective, rows: Vec<Row>, truncated: bool },
+    TopK {
+        k: usize,
+        objective: Objective,
+        heap: BinaryHeap<Ranked>,
+    },
+    Pareto {
+        a: Objective,
+        b: Objective,
+        front: Vec<(f64, f64, Row)>,
+    },
+    All {
+        cap: usize,
+        objective: Objective,
+        rows: Vec<Row>,
+        truncated: bool,
+    },
 }
 
 impl Reducer {
     pub fn empty(&self) -> Acc {
         match *self {
-            Reducer::TopK { k, objective } => Acc::TopK { k, objective, heap: BinaryHeap::with_capacity(k.min(1 << 16) + 1) },
-            Reducer::Pareto { a, b } => Acc::Pareto { a, b, front: Vec::new() },
-            Reducer::All { cap, objective } => Acc::All { cap, objective, rows: Vec::new(), truncated: false },
+            Reducer::TopK { k, objective } => Acc::TopK {
+                k,
+                objective,
+                heap: BinaryHeap::with_capacity(k.min(1 << 16) + 1),
+            },
+            Reducer::Pareto { a, b } => Acc::Pareto {
+                a,
+                b,
+                front: Vec::new(),
+            },
+            Reducer::All { cap, objective } => Acc::All {
+                cap,
+                objective,
+                rows: Vec::new(),
+                truncated: false,
+            },
         }
     }
 }
@@ -142,7 +168,10 @@ impl Acc {
     pub fn wants(&self, r: &Row) -> bool {
         match self {
             Acc::TopK { k, objective, heap } => {
-                heap.len() < *k || heap.peek().is_some_and(|w| cmp_key((objective.key(r), r.index), (w.key, w.row.index)) == Ordering::Less)
+                heap.len() < *k
+                    || heap.peek().is_some_and(|w| {
+                        cmp_key((objective.key(r), r.index), (w.key, w.row.index)) == Ordering::Less
+                    })
             }
             Acc::All { cap, rows, .. } => rows.len() < *cap,
             Acc::Pareto { a, b, front } => !pareto_dominated(front, (a.key(r), b.key(r), r.index)),
@@ -175,7 +204,10 @@ impl Acc {
                 if *k == 0 {
                     return;
                 }
-                heap.push(Ranked { key: objective.key(&r), row: r });
+                heap.push(Ranked {
+                    key: objective.key(&r),
+                    row: r,
+                });
                 if heap.len() > *k {
                     heap.pop();
                 }
@@ -186,10 +218,17 @@ impl Acc {
                     return;
                 }
                 front.retain(|(x, y, q)| !dominates(p, (*x, *y, q.index)));
-                let at = front.partition_point(|(x, _, q)| cmp_key((*x, q.index), (p.0, p.2)) == Ordering::Less);
+                let at = front.partition_point(|(x, _, q)| {
+                    cmp_key((*x, q.index), (p.0, p.2)) == Ordering::Less
+                });
                 front.insert(at, (p.0, p.1, r));
             }
-            Acc::All { cap, rows, truncated, .. } => {
+            Acc::All {
+                cap,
+                rows,
+                truncated,
+                ..
+            } => {
                 if rows.len() < *cap {
                     rows.push(r);
                 } else {
@@ -204,7 +243,9 @@ impl Acc {
         match other {
             Acc::TopK { heap, .. } => heap.into_iter().for_each(|x| self.push(x.row)),
             Acc::Pareto { front, .. } => front.into_iter().for_each(|(_, _, r)| self.push(r)),
-            Acc::All { rows, truncated, .. } => {
+            Acc::All {
+                rows, truncated, ..
+            } => {
                 if truncated {
                     if let Acc::All { truncated: t, .. } = self {
                         *t = true;
@@ -216,7 +257,13 @@ impl Acc {
     }
 
     pub fn truncated(&self) -> bool {
-        matches!(self, Acc::All { truncated: true, .. })
+        matches!(
+            self,
+            Acc::All {
+                truncated: true,
+                ..
+            }
+        )
     }
 
     /// The final rows, best first (Pareto: by the first objective).
@@ -225,8 +272,14 @@ impl Acc {
             Acc::TopK { heap, .. } => heap.into_sorted_vec().into_iter().map(|x| x.row).collect(),
             // Kept sorted by the first objective (then the index) as it was built.
             Acc::Pareto { front, .. } => front.into_iter().map(|(_, _, r)| r).collect(),
-            Acc::All { objective, mut rows, .. } => {
-                rows.sort_by(|x, y| cmp_key((objective.key(x), x.index), (objective.key(y), y.index)));
+            Acc::All {
+                objective,
+                mut rows,
+                ..
+            } => {
+                rows.sort_by(|x, y| {
+                    cmp_key((objective.key(x), x.index), (objective.key(y), y.index))
+                });
                 rows
             }
         }

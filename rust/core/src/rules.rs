@@ -1,7 +1,7 @@
 //! Divisibility and kernel rules. A broken hard rule rejects a candidate with a named reason;
 //! a soft rule (a slower kernel, a quantization loss) becomes a warning flag on the row.
 
-use crate::spec::{Cluster, Model, Strategy};
+use crate::spec::{Cluster, CpComm, Model, Offload, Schedule, Strategy};
 
 /// Why a candidate is out. The discriminant indexes [`Reject::ALL`] and the `pruned` statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -26,12 +26,17 @@ pub enum Reject {
     EpNotDivisibleIntoDp,
     Fp8Unsupported,
     ZeroWithPipeline,
+    FsdpShardNotDivisor,
+    ScheduleMismatch,
+    DualPipeUneven,
+    UlyssesHeads,
+    OffloadUnsupported,
     Oom,
     ParamsOutOfBudget,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 22] = [
+    pub const ALL: [Reject; 27] = [
         Reject::GpusMismatch,
         Reject::TpExceedsNode,
         Reject::HiddenNotDivisibleByHeads,
@@ -52,6 +57,11 @@ impl Reject {
         Reject::EpNotDivisibleIntoDp,
         Reject::Fp8Unsupported,
         Reject::ZeroWithPipeline,
+        Reject::FsdpShardNotDivisor,
+        Reject::ScheduleMismatch,
+        Reject::DualPipeUneven,
+        Reject::UlyssesHeads,
+        Reject::OffloadUnsupported,
         Reject::Oom,
         Reject::ParamsOutOfBudget,
     ];
@@ -79,6 +89,11 @@ impl Reject {
             Reject::EpNotDivisibleIntoDp => "ep_not_divisor_of_dp",
             Reject::Fp8Unsupported => "precision_unsupported",
             Reject::ZeroWithPipeline => "zero_stage_with_pipeline",
+            Reject::FsdpShardNotDivisor => "fsdp_shard_not_divisor_of_dp",
+            Reject::ScheduleMismatch => "schedule_vpp_mismatch",
+            Reject::DualPipeUneven => "dualpipe_needs_even_pp_and_micro_batches",
+            Reject::UlyssesHeads => "heads_not_divisible_by_tp_cp",
+            Reject::OffloadUnsupported => "offload_unsupported",
             Reject::Oom => "oom",
             Reject::ParamsOutOfBudget => "params_out_of_budget",
         }
@@ -110,9 +125,29 @@ impl Reject {
             Reject::SeqNotDivisibleByCp => format!("seq_len {} is not a multiple of 2*cp = {}", m.seq_len, 2 * s.cp),
             Reject::ExpertsNotDivisibleByEp => format!("experts {} is not a multiple of ep {}", m.experts, s.ep),
             Reject::EpNeedsExperts => format!("ep {} needs a model with experts", s.ep),
-            Reject::EpNotDivisibleIntoDp => format!("ep {} must divide dp*cp = {}", s.ep, s.dp * s.cp),
+            Reject::EpNotDivisibleIntoDp => {
+                if s.etp() == s.tp {
+                    format!("ep {} must divide dp*cp = {}", s.ep, s.dp * s.cp)
+                } else {
+                    format!("ep*etp = {}*{} must divide tp*dp*cp = {} (MoE parallel folding)", s.ep, s.etp(), s.tp as u64 * s.dp as u64 * s.cp as u64)
+                }
+            }
             Reject::Fp8Unsupported => format!("the GPU has no {} tensor cores", s.precision.label()),
             Reject::ZeroWithPipeline => format!("ZeRO stage {} shards gradients, which pipeline parallelism (pp {}) cannot combine with", s.zero_stage, s.pp),
+            Reject::FsdpShardNotDivisor => format!("fsdp_shard {} must divide dp {}", s.mode.fsdp_shard, s.dp),
+            Reject::ScheduleMismatch => match s.mode.schedule {
+                Schedule::Interleaved => format!("the interleaved schedule needs vpp > 1, got vpp {}", s.vpp),
+                _ => format!("vpp {} needs the interleaved schedule", s.vpp),
+            },
+            Reject::DualPipeUneven => format!("DualPipe needs an even pp and an even number of micro batches, got pp {} and {}", s.pp, s.grad_accum()),
+            Reject::UlyssesHeads => format!("Ulysses context parallelism needs heads/tp = {} to be a multiple of cp {}", m.heads / s.tp.max(1), s.cp),
+            Reject::OffloadUnsupported => {
+                if s.mode.offload == Offload::OptimizerParams && s.zero_stage < 3 {
+                    format!("offloading the weights needs ZeRO-3 / FSDP, got ZeRO stage {}", s.zero_stage)
+                } else {
+                    "offload needs the GPU's host link bandwidth (host_link_gbs in gpus.toml)".to_string()
+                }
+            }
             Reject::Oom => "does not fit in GPU memory".to_string(),
             Reject::ParamsOutOfBudget => "parameters outside the requested budget".to_string(),
         }
@@ -135,7 +170,8 @@ pub const MAX_FLASH_HEAD_DIM: u32 = 256;
 
 /// The query/key head width attention kernels see (MLA: `nope + rope`).
 pub fn attention_head_dim(m: &Model) -> u32 {
-    m.mla.map_or(m.head_dim, |x| x.qk_nope_head_dim + x.qk_rope_head_dim)
+    m.mla
+        .map_or(m.head_dim, |x| x.qk_nope_head_dim + x.qk_rope_head_dim)
 }
 
 /// Kernel rules of the model's shape under the chosen attention: a flash kernel must exist for its
@@ -149,7 +185,12 @@ pub fn check_kernels(m: &Model, flash_attention: bool) -> Option<Reject> {
 }
 
 /// Strategy rules for a given model and cluster, cheapest first. `None` when all hold.
-pub fn check_strategy(m: &Model, s: &Strategy, c: &Cluster, allow_cross_node_tp: bool) -> Option<Reject> {
+pub fn check_strategy(
+    m: &Model,
+    s: &Strategy,
+    c: &Cluster,
+    allow_cross_node_tp: bool,
+) -> Option<Reject> {
     if s.gpus() != c.gpus() {
         return Some(Reject::GpusMismatch);
     }
@@ -162,7 +203,9 @@ pub fn check_strategy(m: &Model, s: &Strategy, c: &Cluster, allow_cross_node_tp:
     if !m.kv_heads.is_multiple_of(s.tp) {
         return Some(Reject::KvHeadsNotDivisibleByTp);
     }
-    if !m.ffn_hidden.is_multiple_of(s.tp) || (m.is_moe() && !m.moe_ffn_hidden.is_multiple_of(s.tp)) {
+    if !m.ffn_hidden.is_multiple_of(s.tp)
+        || (m.is_moe() && !m.moe_ffn_hidden.is_multiple_of(s.etp()))
+    {
         return Some(Reject::FfnNotDivisibleByTp);
     }
     if m.layers < s.pp * s.vpp {
@@ -202,17 +245,54 @@ pub fn check_strategy(m: &Model, s: &Strategy, c: &Cluster, allow_cross_node_tp:
         if !m.experts.is_multiple_of(s.ep) {
             return Some(Reject::ExpertsNotDivisibleByEp);
         }
-        if !(s.dp * s.cp).is_multiple_of(s.ep) {
+        // Megatron-Core's MoE parallel folding: the expert grid etp x ep x edp covers the same
+        // GPUs as tp x cp x dp (etp = tp: ep divides dp*cp).
+        if !(s.tp as u64 * s.dp as u64 * s.cp as u64).is_multiple_of(s.ep as u64 * s.etp() as u64) {
             return Some(Reject::EpNotDivisibleIntoDp);
         }
+    }
+    if s.mode.fsdp_shard > 0 && !s.dp.is_multiple_of(s.mode.fsdp_shard) {
+        return Some(Reject::FsdpShardNotDivisor);
+    }
+    let explicit_mismatch = match s.mode.schedule {
+        Schedule::Auto => false,
+        Schedule::Interleaved => s.vpp <= 1,
+        _ => s.vpp > 1,
+    };
+    if explicit_mismatch {
+        return Some(Reject::ScheduleMismatch);
+    }
+    if s.schedule() == Schedule::DualPipe
+        && (!s.pp.is_multiple_of(2) || !s.grad_accum().is_multiple_of(2))
+    {
+        return Some(Reject::DualPipeUneven);
+    }
+    if s.cp > 1
+        && s.mode.cp_comm == CpComm::Ulysses
+        && !(m.heads / s.tp.max(1)).is_multiple_of(s.cp)
+    {
+        return Some(Reject::UlyssesHeads);
+    }
+    if s.mode.offload != Offload::None && c.gpu.host_link_bw <= 0.0 {
+        return Some(Reject::OffloadUnsupported);
     }
     if c.gpu.peak(s.precision) <= 0.0 {
         return Some(Reject::Fp8Unsupported);
     }
+    check_zero(s)
+}
+
+/// The rules that depend on the ZeRO stage (enumeration checks them per stage).
+pub fn check_zero(s: &Strategy) -> Option<Reject> {
     // DeepSpeed's pipeline engine asserts "ZeRO-2 and ZeRO-3 are incompatible with pipeline
     // parallelism" (deepspeed/runtime/pipe/engine.py); Megatron-LM shards only optimizer states.
     if s.zero_stage >= 2 && s.pp > 1 && !s.flexible_pipeline {
         return Some(Reject::ZeroWithPipeline);
+    }
+    // Weights live on the host only where they are sharded and gathered per layer (ZeRO-Infinity,
+    // FSDP's CPUOffload).
+    if s.mode.offload == Offload::OptimizerParams && s.zero_stage < 3 {
+        return Some(Reject::OffloadUnsupported);
     }
     None
 }
@@ -257,7 +337,10 @@ pub mod warn {
 pub fn fused_softmax_available(m: &Model, s: &Strategy) -> bool {
     let local_heads = m.heads / s.tp.max(1);
     let seq = m.seq_len / s.cp.max(1);
-    !s.flash_attention && seq > 16 && seq <= 16384 && (local_heads as u64 * s.mbs as u64).is_multiple_of(4)
+    !s.flash_attention
+        && seq > 16
+        && seq <= 16384
+        && (local_heads as u64 * s.mbs as u64).is_multiple_of(4)
 }
 
 #[cfg(test)]
@@ -267,7 +350,11 @@ mod tests {
     use crate::spec::Cluster;
 
     fn cluster(nodes: u32) -> Cluster {
-        Cluster { gpu: a100_80(), nodes, gpus_per_node: 8 }
+        Cluster {
+            gpu: a100_80(),
+            nodes,
+            gpus_per_node: 8,
+        }
     }
 
     #[test]
@@ -275,8 +362,14 @@ mod tests {
         // BLOOM-176B: 48 nodes, TP 4, PP 12, DP 8, MBS 2, GBS 2048, 70 layers on 12 uneven stages.
         let s = strategy(8, 4, 12, 2, 2048);
         assert_eq!(check_strategy(&bloom_176b(), &s, &cluster(48), false), None);
-        let even = Strategy { uneven_stages: false, ..s };
-        assert_eq!(check_strategy(&bloom_176b(), &even, &cluster(48), false), Some(Reject::LayersNotDivisibleByPp));
+        let even = Strategy {
+            uneven_stages: false,
+            ..s
+        };
+        assert_eq!(
+            check_strategy(&bloom_176b(), &even, &cluster(48), false),
+            Some(Reject::LayersNotDivisibleByPp)
+        );
     }
 
     #[test]
@@ -284,11 +377,23 @@ mod tests {
         let m = seed001(13824, 78, 108);
         let s = strategy(8, 8, 6, 4, 2048);
         // seeds/001: "NHEADS=108 breaks constraints" - 108 heads are not divisible by TP 8.
-        assert_eq!(check_strategy(&m, &s, &cluster(48), false), Some(Reject::HeadsNotDivisibleByTp));
+        assert_eq!(
+            check_strategy(&m, &s, &cluster(48), false),
+            Some(Reject::HeadsNotDivisibleByTp)
+        );
         let m = seed001(14336, 72, 64);
-        assert_eq!(check_strategy(&m, &strategy(8, 8, 6, 3, 2048), &cluster(48), false), Some(Reject::GbsNotDivisibleByMbsDp));
-        assert_eq!(check_strategy(&m, &strategy(8, 8, 5, 4, 2048), &cluster(48), false), Some(Reject::GpusMismatch));
-        assert_eq!(check_strategy(&m, &strategy(3, 16, 8, 4, 2046), &cluster(48), false), Some(Reject::TpExceedsNode));
+        assert_eq!(
+            check_strategy(&m, &strategy(8, 8, 6, 3, 2048), &cluster(48), false),
+            Some(Reject::GbsNotDivisibleByMbsDp)
+        );
+        assert_eq!(
+            check_strategy(&m, &strategy(8, 8, 5, 4, 2048), &cluster(48), false),
+            Some(Reject::GpusMismatch)
+        );
+        assert_eq!(
+            check_strategy(&m, &strategy(3, 16, 8, 4, 2046), &cluster(48), false),
+            Some(Reject::TpExceedsNode)
+        );
     }
 
     #[test]
@@ -296,6 +401,9 @@ mod tests {
         // seeds/001 NHEADs section: the constraint is (HEADS/TP)*MBS % 4 == 0.
         let s = strategy(8, 8, 6, 4, 2048);
         assert!(fused_softmax_available(&seed001(14336, 72, 16), &s));
-        assert!(!fused_softmax_available(&seed001(14336, 72, 16), &Strategy { mbs: 1, ..s }));
+        assert!(!fused_softmax_available(
+            &seed001(14336, 72, 16),
+            &Strategy { mbs: 1, ..s }
+        ));
     }
 }

@@ -11,13 +11,15 @@
 
 use crate::columns::Row;
 use crate::error::{Result, TopoError};
+use crate::formulas::memory;
 use crate::formulas::params;
 use crate::profile::Profile;
 use crate::reduce::{Acc, Reducer, SharedBound};
 use crate::rules::{self, Reject};
-use crate::formulas::memory;
-use crate::score::{assemble, memory_peak_parts, stage_activations, stage_params, LayerBase, LayerCost, Options};
-use crate::spec::{Cluster, Model, Precision, Recompute, Strategy};
+use crate::score::{
+    assemble, memory_peak_parts, stage_activations, stage_params, LayerBase, LayerCost, Options,
+};
+use crate::spec::{Cluster, Mode, Model, Precision, Recompute, Strategy};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::time::Instant;
@@ -50,6 +52,8 @@ pub struct Space {
     /// See [`Strategy::fused_kernels`].
     pub fused_kernels: bool,
     pub flexible_pipeline: bool,
+    /// Training-mode settings every candidate shares (task, offload, HSDP, etp, schedule, ...).
+    pub mode: Mode,
     pub cluster: Cluster,
     pub profile: Profile,
     pub options: Options,
@@ -79,7 +83,11 @@ const LIST_MAX: usize = 1 << 20;
 
 fn check_list<T>(name: &str, v: &[T]) -> Result<()> {
     if v.is_empty() {
-        return Err(TopoError::new("invalid_value", name, format!("`{name}` needs at least one value")));
+        return Err(TopoError::new(
+            "invalid_value",
+            name,
+            format!("`{name}` needs at least one value"),
+        ));
     }
     if v.len() > LIST_MAX {
         return Err(TopoError::too_large(name, v.len(), LIST_MAX));
@@ -108,9 +116,16 @@ impl Space {
 
     /// Size of the Cartesian product, or an error when it does not fit in 64 bits.
     pub fn size(&self) -> Result<u64> {
-        self.dims().iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).ok_or_else(|| {
-            TopoError::new("space_too_large", "space", "the search space has more than 2^64 candidates; narrow a range")
-        })
+        self.dims()
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| {
+                TopoError::new(
+                    "space_too_large",
+                    "space",
+                    "the search space has more than 2^64 candidates; narrow a range",
+                )
+            })
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -127,13 +142,28 @@ impl Space {
         check_list("vpp", &self.vpp)?;
         check_list("gbs", &self.gbs)?;
         check_list("zero_stage", &self.zero_stage)?;
-        for (name, v) in [("tp", &self.tp), ("cp", &self.cp), ("ep", &self.ep), ("mbs", &self.mbs), ("pp", &self.pp), ("vpp", &self.vpp), ("gbs", &self.gbs), ("hidden", &self.hidden), ("layers", &self.layers), ("heads", &self.heads)] {
+        for (name, v) in [
+            ("tp", &self.tp),
+            ("cp", &self.cp),
+            ("ep", &self.ep),
+            ("mbs", &self.mbs),
+            ("pp", &self.pp),
+            ("vpp", &self.vpp),
+            ("gbs", &self.gbs),
+            ("hidden", &self.hidden),
+            ("layers", &self.layers),
+            ("heads", &self.heads),
+        ] {
             if let Some(bad) = v.iter().find(|&&x| x == 0) {
                 return Err(TopoError::too_small(name, bad, 1));
             }
         }
         if let Some(z) = self.zero_stage.iter().find(|&&z| z > 3) {
-            return Err(TopoError::new("invalid_value", "zero_stage", format!("`zero_stage` must be one of {{0, 1, 2, 3}}, got {z}")));
+            return Err(TopoError::new(
+                "invalid_value",
+                "zero_stage",
+                format!("`zero_stage` must be one of {{0, 1, 2, 3}}, got {z}"),
+            ));
         }
         self.cluster.validate()?;
         self.profile.validate()?;
@@ -146,7 +176,12 @@ impl Space {
     /// dim is hidden/heads where the base ties them (GPT, Llama), and the base's own where it does
     /// not (MLA, Qwen3's 128-wide heads): the same rule as `toposcan.spec.model_dict`, so a shape
     /// scores the same here and in `evaluate`. `Err` when a tied head dim does not divide.
-    pub fn shape(&self, hidden: u32, layers: u32, heads: u32) -> std::result::Result<Model, Reject> {
+    pub fn shape(
+        &self,
+        hidden: u32,
+        layers: u32,
+        heads: u32,
+    ) -> std::result::Result<Model, Reject> {
         let b = &self.model;
         if hidden == b.hidden && layers == b.layers && heads == b.heads {
             return Ok(*b);
@@ -158,7 +193,11 @@ impl Space {
         let tied = b.mla.is_none() && b.head_dim as u64 * b.heads as u64 == b.hidden as u64;
         let head_dim = if tied { hidden / heads } else { b.head_dim };
         let group = (b.heads / b.kv_heads.max(1)).max(1);
-        let kv_heads = if heads.is_multiple_of(group) { heads / group } else { heads };
+        let kv_heads = if heads.is_multiple_of(group) {
+            heads / group
+        } else {
+            heads
+        };
         let ffn = if b.ffn_hidden == 4 * b.hidden {
             4 * hidden
         } else if hidden == b.hidden {
@@ -168,7 +207,15 @@ impl Space {
             // Saturates far above the FFN limit, which validation then reports.
             (f / 128.0).round().clamp(1.0, (u32::MAX / 128) as f64) as u32 * 128
         };
-        Ok(Model { hidden, layers, heads, kv_heads, head_dim, ffn_hidden: ffn, ..*b })
+        Ok(Model {
+            hidden,
+            layers,
+            heads,
+            kv_heads,
+            head_dim,
+            ffn_hidden: ffn,
+            ..*b
+        })
     }
 }
 
@@ -188,7 +235,13 @@ type LayerBases = HashMap<(u32, u32, u32), LayerBase>;
 
 impl BlockOut {
     fn new(reducer: &Reducer) -> Self {
-        BlockOut { acc: reducer.empty(), scored: 0, pruned: vec![0; Reject::ALL.len()], bases: HashMap::new(), bases_hidden: 0 }
+        BlockOut {
+            acc: reducer.empty(),
+            scored: 0,
+            pruned: vec![0; Reject::ALL.len()],
+            bases: HashMap::new(),
+            bases_hidden: 0,
+        }
     }
 
     /// Merges the result of later blocks.
@@ -203,7 +256,11 @@ impl BlockOut {
 
 /// Enumerates, scores and reduces the space. `progress(visited, total)` is called between
 /// chunks; returning `false` stops early and the result is marked partial.
-pub fn enumerate(space: &Space, reducer: &Reducer, progress: &mut dyn FnMut(u64, u64) -> bool) -> Result<(Vec<Row>, Stats)> {
+pub fn enumerate(
+    space: &Space,
+    reducer: &Reducer,
+    progress: &mut dyn FnMut(u64, u64) -> bool,
+) -> Result<(Vec<Row>, Stats)> {
     space.validate()?;
     let start = Instant::now();
     let total = space.size()?;
@@ -212,7 +269,11 @@ pub fn enumerate(space: &Space, reducer: &Reducer, progress: &mut dyn FnMut(u64,
     let n_tp = d[3];
     let n_blocks = d[0] * d[1] * d[2] * n_tp;
     let mut acc = reducer.empty();
-    let mut stats = Stats { candidates: total, pruned: vec![0; Reject::ALL.len()], ..Default::default() };
+    let mut stats = Stats {
+        candidates: total,
+        pruned: vec![0; Reject::ALL.len()],
+        ..Default::default()
+    };
     let chunk = (n_blocks / 256).clamp(16, 4096);
     let bound = SharedBound::default();
     let mut b0 = 0u64;
@@ -221,14 +282,20 @@ pub fn enumerate(space: &Space, reducer: &Reducer, progress: &mut dyn FnMut(u64,
         // Each rayon split folds its blocks into one accumulator; splits merge in block order.
         let out = (b0..b1)
             .into_par_iter()
-            .fold(|| BlockOut::new(reducer), |mut o, b| {
-                run_block(space, b, per_block, &bound, &mut o);
-                o
-            })
-            .reduce(|| BlockOut::new(reducer), |mut a, b| {
-                a.absorb(b);
-                a
-            });
+            .fold(
+                || BlockOut::new(reducer),
+                |mut o, b| {
+                    run_block(space, b, per_block, &bound, &mut o);
+                    o
+                },
+            )
+            .reduce(
+                || BlockOut::new(reducer),
+                |mut a, b| {
+                    a.absorb(b);
+                    a
+                },
+            );
         acc.merge(out.acc);
         stats.scored += out.scored;
         for (t, x) in stats.pruned.iter_mut().zip(out.pruned) {
@@ -293,7 +360,16 @@ fn run_block(space: &Space, block: u64, per_block: u64, bound: &SharedBound, out
         Some(Reject::HeadsNotDivisibleByTp)
     } else if m.kv_heads % tp != 0 {
         Some(Reject::KvHeadsNotDivisibleByTp)
-    } else if m.ffn_hidden % tp != 0 || (m.is_moe() && m.moe_ffn_hidden % tp != 0) {
+    } else if m.ffn_hidden % tp != 0
+        || (m.is_moe()
+            && m.moe_ffn_hidden
+                % if space.mode.etp == 0 {
+                    tp
+                } else {
+                    space.mode.etp
+                }
+                != 0)
+    {
         Some(Reject::FfnNotDivisibleByTp)
     } else {
         None
@@ -314,7 +390,28 @@ fn run_block(space: &Space, block: u64, per_block: u64, bound: &SharedBound, out
     let stage_p: Vec<Vec<(f64, f64)>> = space
         .ep
         .iter()
-        .map(|&ep| space.pp.iter().map(|&pp| stage_params(&counts, &m, tp.min(m.heads), ep, pp.min(m.layers), space.vocab_multiple)).collect())
+        .map(|&ep| {
+            let expert_split = ep
+                * if space.mode.etp == 0 {
+                    tp.min(m.heads)
+                } else {
+                    space.mode.etp
+                };
+            space
+                .pp
+                .iter()
+                .map(|&pp| {
+                    stage_params(
+                        &counts,
+                        &m,
+                        tp.min(m.heads),
+                        expert_split,
+                        pp.min(m.layers),
+                        space.vocab_multiple,
+                    )
+                })
+                .collect()
+        })
         .collect();
     let inner_after_cp: u64 = d[5..].iter().product();
     let inner_after_pp: u64 = d[10..].iter().product();
@@ -347,15 +444,25 @@ fn run_block(space: &Space, block: u64, per_block: u64, bound: &SharedBound, out
                             vocab_multiple: space.vocab_multiple,
                             fused_kernels: space.fused_kernels,
                             flexible_pipeline: space.flexible_pipeline,
+                            mode: space.mode,
                         };
                         let mut lc: Option<LayerCost> = None;
                         // Per-layer activations depend on (tp, cp, mbs, sp, recompute) only.
-                        let safe_proto = Strategy { tp: tp.min(m.heads), ..proto };
+                        let safe_proto = Strategy {
+                            tp: tp.min(m.heads),
+                            ..proto
+                        };
                         let acts = memory::layer_activations(&m, &safe_proto);
                         for (pi, &pp) in space.pp.iter().enumerate() {
                             let denom = tp as u64 * cp as u64 * pp as u64;
-                            if !space.keep_infeasible && (!gpus.is_multiple_of(denom) || m.layers < pp) {
-                                let r = if !gpus.is_multiple_of(denom) { Reject::GpusMismatch } else { Reject::TooFewLayersForPp };
+                            if !space.keep_infeasible
+                                && (!gpus.is_multiple_of(denom) || m.layers < pp)
+                            {
+                                let r = if !gpus.is_multiple_of(denom) {
+                                    Reject::GpusMismatch
+                                } else {
+                                    Reject::TooFewLayersForPp
+                                };
                                 prune_all(out, r, inner_after_pp);
                                 index += inner_after_pp;
                                 continue;
@@ -366,8 +473,20 @@ fn run_block(space: &Space, block: u64, per_block: u64, bound: &SharedBound, out
                                 for &gbs in &space.gbs {
                                     // Only the ZeRO-with-pipeline rule depends on the ZeRO stage: check the
                                     // rest once for all stages.
-                                    let s0 = Strategy { dp, pp, vpp, gbs, zero_stage: 0, ..proto };
-                                    if let Some(r) = rules::check_strategy(&m, &s0, c, space.options.allow_cross_node_tp) {
+                                    let s0 = Strategy {
+                                        dp,
+                                        pp,
+                                        vpp,
+                                        gbs,
+                                        zero_stage: 0,
+                                        ..proto
+                                    };
+                                    if let Some(r) = rules::check_strategy(
+                                        &m,
+                                        &s0,
+                                        c,
+                                        space.options.allow_cross_node_tp,
+                                    ) {
                                         if !space.keep_infeasible {
                                             let nz = space.zero_stage.len() as u64;
                                             out.pruned[r as usize] += nz;
@@ -376,29 +495,74 @@ fn run_block(space: &Space, block: u64, per_block: u64, bound: &SharedBound, out
                                         }
                                     }
                                     // Activations and logits do not depend on the ZeRO stage either.
-                                    let safe0 = Strategy { pp: pp.min(m.layers), tp: tp.min(m.heads), ..s0 };
+                                    let safe0 = Strategy {
+                                        pp: pp.min(m.layers),
+                                        tp: tp.min(m.heads),
+                                        ..s0
+                                    };
                                     let act = stage_activations(&m, &safe0, &space.profile, acts);
                                     for &z in &space.zero_stage {
-                                        let s = Strategy { zero_stage: z, ..s0 };
+                                        let s = Strategy {
+                                            zero_stage: z,
+                                            ..s0
+                                        };
                                         let idx = index;
                                         index += 1;
-                                        if z >= 2 && pp > 1 && !space.flexible_pipeline && !space.keep_infeasible {
-                                            out.pruned[Reject::ZeroWithPipeline as usize] += 1;
-                                            continue;
+                                        if let Some(r) = rules::check_zero(&s) {
+                                            if !space.keep_infeasible {
+                                                out.pruned[r as usize] += 1;
+                                                continue;
+                                            }
                                         }
-                                        let safe = Strategy { zero_stage: z, ..safe0 };
-                                        let mem = memory_peak_parts(&m, c, &safe, &space.profile, &space.options, params, act);
+                                        let safe = Strategy {
+                                            zero_stage: z,
+                                            ..safe0
+                                        };
+                                        let mem = memory_peak_parts(
+                                            &m,
+                                            c,
+                                            &safe,
+                                            &space.profile,
+                                            &space.options,
+                                            params,
+                                            act,
+                                        );
                                         if !mem.fits && !space.keep_infeasible {
                                             out.pruned[Reject::Oom as usize] += 1;
                                             continue;
                                         }
                                         let lc = lc.get_or_insert_with(|| {
-                                            let b = bases.entry((cp, ep, mbs)).or_insert_with(|| LayerBase::new(&m, c, &Strategy { tp: tp.min(m.heads), ..proto }));
+                                            let b =
+                                                bases.entry((cp, ep, mbs)).or_insert_with(|| {
+                                                    LayerBase::new(
+                                                        &m,
+                                                        c,
+                                                        &Strategy {
+                                                            tp: tp.min(m.heads),
+                                                            ..proto
+                                                        },
+                                                    )
+                                                });
                                             b.cost(sp, rc, (p_total, p_active))
                                         });
-                                        let score = assemble(lc, &m, c, &safe, &space.profile, &space.options, mem);
+                                        let score = assemble(
+                                            lc,
+                                            &m,
+                                            c,
+                                            &safe,
+                                            &space.profile,
+                                            &space.options,
+                                            mem,
+                                        );
                                         out.scored += 1;
-                                        let row = Row { index: idx, nodes: c.nodes, gpus_per_node: c.gpus_per_node, model: m, strategy: s, score };
+                                        let row = Row {
+                                            index: idx,
+                                            nodes: c.nodes,
+                                            gpus_per_node: c.gpus_per_node,
+                                            model: m,
+                                            strategy: s,
+                                            score,
+                                        };
                                         if out.acc.wants_within(&row, bound) {
                                             out.acc.push_within(row, bound);
                                         }
@@ -421,7 +585,10 @@ pub fn threads() -> usize {
 
 /// Sizes rayon's global pool; only the first call before any parallel work takes effect.
 pub fn set_threads(n: usize) -> bool {
-    rayon::ThreadPoolBuilder::new().num_threads(n).build_global().is_ok()
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .is_ok()
 }
 
 #[cfg(test)]
@@ -455,7 +622,12 @@ mod tests {
             vocab_multiple: 128,
             fused_kernels: true,
             flexible_pipeline: false,
-            cluster: Cluster { gpu: a100_80(), nodes: 48, gpus_per_node: 8 },
+            mode: Mode::default(),
+            cluster: Cluster {
+                gpu: a100_80(),
+                nodes: 48,
+                gpus_per_node: 8,
+            },
             profile: Profile::default(),
             options: Options::default(),
             keep_infeasible: false,
@@ -464,14 +636,20 @@ mod tests {
 
     fn objective(name: &str) -> Objective {
         let c = columns::find(name).unwrap();
-        Objective { column: c, better: c.better }
+        Objective {
+            column: c,
+            better: c.better,
+        }
     }
 
     #[test]
     fn pruning_never_drops_a_feasible_candidate() {
         // Oracle: score every candidate of the product with `score` and keep the feasible ones.
         let sp = small_space();
-        let all = Reducer::All { cap: usize::MAX, objective: objective("step_time_s") };
+        let all = Reducer::All {
+            cap: usize::MAX,
+            objective: objective("step_time_s"),
+        };
         let (rows, stats) = enumerate(&sp, &all, &mut |_, _| true).unwrap();
         let mut oracle = 0u64;
         for &h in &sp.hidden {
@@ -485,8 +663,25 @@ mod tests {
                                     for &pp in &sp.pp {
                                         for &z in &sp.zero_stage {
                                             let dp = (384 / (tp * pp)).max(1);
-                                            let s = Strategy { dp, tp, pp, mbs, gbs: 2048, zero_stage: z, recompute: rc, sequence_parallel: seq_par, ..strategy(1, 1, 1, 1, 1) };
-                                            let (_, rej) = score(&m, &sp.cluster, &s, &sp.profile, &sp.options).unwrap();
+                                            let s = Strategy {
+                                                dp,
+                                                tp,
+                                                pp,
+                                                mbs,
+                                                gbs: 2048,
+                                                zero_stage: z,
+                                                recompute: rc,
+                                                sequence_parallel: seq_par,
+                                                ..strategy(1, 1, 1, 1, 1)
+                                            };
+                                            let (_, rej) = score(
+                                                &m,
+                                                &sp.cluster,
+                                                &s,
+                                                &sp.profile,
+                                                &sp.options,
+                                            )
+                                            .unwrap();
                                             if rej.is_none() {
                                                 oracle += 1;
                                             }
@@ -502,22 +697,52 @@ mod tests {
         assert_eq!(rows.len() as u64, oracle);
         assert_eq!(stats.scored, oracle);
         assert_eq!(stats.candidates, 3 * 2 * 3 * 4 * 3 * 2 * 2 * 4 * 2);
-        assert_eq!(stats.pruned.iter().sum::<u64>() + stats.scored, stats.candidates);
+        assert_eq!(
+            stats.pruned.iter().sum::<u64>() + stats.scored,
+            stats.candidates
+        );
     }
 
     #[test]
     fn top_k_and_pareto_match_the_full_frame() {
         let sp = small_space();
         let obj = objective("step_time_s");
-        let (all, _) = enumerate(&sp, &Reducer::All { cap: usize::MAX, objective: obj }, &mut |_, _| true).unwrap();
-        let (top, _) = enumerate(&sp, &Reducer::TopK { k: 25, objective: obj }, &mut |_, _| true).unwrap();
-        assert_eq!(top.iter().map(|r| r.index).collect::<Vec<_>>(), all[..25].iter().map(|r| r.index).collect::<Vec<_>>());
+        let (all, _) = enumerate(
+            &sp,
+            &Reducer::All {
+                cap: usize::MAX,
+                objective: obj,
+            },
+            &mut |_, _| true,
+        )
+        .unwrap();
+        let (top, _) = enumerate(
+            &sp,
+            &Reducer::TopK {
+                k: 25,
+                objective: obj,
+            },
+            &mut |_, _| true,
+        )
+        .unwrap();
+        assert_eq!(
+            top.iter().map(|r| r.index).collect::<Vec<_>>(),
+            all[..25].iter().map(|r| r.index).collect::<Vec<_>>()
+        );
         let mem = objective("mem_gb");
-        let (front, _) = enumerate(&sp, &Reducer::Pareto { a: obj, b: mem }, &mut |_, _| true).unwrap();
+        let (front, _) =
+            enumerate(&sp, &Reducer::Pareto { a: obj, b: mem }, &mut |_, _| true).unwrap();
         // Brute force: a row is on the front when no other row is at least as good in both.
         let mut expect: Vec<u64> = all
             .iter()
-            .filter(|r| !all.iter().any(|o| o.index != r.index && obj.key(o) <= obj.key(r) && mem.key(o) <= mem.key(r) && (obj.key(o) < obj.key(r) || mem.key(o) < mem.key(r) || o.index < r.index)))
+            .filter(|r| {
+                !all.iter().any(|o| {
+                    o.index != r.index
+                        && obj.key(o) <= obj.key(r)
+                        && mem.key(o) <= mem.key(r)
+                        && (obj.key(o) < obj.key(r) || mem.key(o) < mem.key(r) || o.index < r.index)
+                })
+            })
             .map(|r| r.index)
             .collect();
         let mut got: Vec<u64> = front.iter().map(|r| r.index).collect();
@@ -529,9 +754,15 @@ mod tests {
     #[test]
     fn same_result_with_one_or_two_threads() {
         let sp = small_space();
-        let r = Reducer::TopK { k: 50, objective: objective("step_time_s") };
+        let r = Reducer::TopK {
+            k: 50,
+            objective: objective("step_time_s"),
+        };
         let run = |n| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .unwrap();
             pool.install(|| enumerate(&sp, &r, &mut |_, _| true).unwrap().0)
         };
         assert_eq!(run(1), run(2));
@@ -541,7 +772,10 @@ mod tests {
     fn cancelling_returns_partial() {
         let mut sp = small_space();
         sp.hidden = (12288..14336).step_by(128).collect();
-        let r = Reducer::TopK { k: 5, objective: objective("step_time_s") };
+        let r = Reducer::TopK {
+            k: 5,
+            objective: objective("step_time_s"),
+        };
         let mut calls = 0;
         let (_, stats) = enumerate(&sp, &r, &mut |_, _| {
             calls += 1;

@@ -100,7 +100,10 @@ impl Model {
     /// Whether layer `i` (from 0) carries routed experts: past the leading `dense_layers`, every
     /// `moe_layer_every`-th.
     pub fn is_moe_layer(&self, i: u32) -> bool {
-        self.is_moe() && i >= self.dense_layers && i < self.layers && (self.moe_layer_every <= 1 || (i + 1).is_multiple_of(self.moe_layer_every))
+        self.is_moe()
+            && i >= self.dense_layers
+            && i < self.layers
+            && (self.moe_layer_every <= 1 || (i + 1).is_multiple_of(self.moe_layer_every))
     }
 
     /// MoE layers among layers `first .. first + n` (a pipeline stage), without walking them.
@@ -122,7 +125,9 @@ impl Model {
 
     /// Whether layer `i` attends only to the last `sliding_window` keys.
     pub fn is_windowed_layer(&self, i: u32) -> bool {
-        self.sliding_window > 0 && (self.full_attention_every == 0 || !(i + 1).is_multiple_of(self.full_attention_every))
+        self.sliding_window > 0
+            && (self.full_attention_every == 0
+                || !(i + 1).is_multiple_of(self.full_attention_every))
     }
 
     /// Windowed layers among layers `first .. first + n`.
@@ -163,7 +168,10 @@ impl Model {
             return Err(TopoError::new(
                 "kv_heads_not_divisor_of_heads",
                 "kv_heads",
-                format!("`kv_heads` must divide `heads` ({}), got {}", self.heads, self.kv_heads),
+                format!(
+                    "`kv_heads` must divide `heads` ({}), got {}",
+                    self.heads, self.kv_heads
+                ),
             ));
         }
         if self.is_moe() {
@@ -174,28 +182,51 @@ impl Model {
                 return Err(TopoError::new(
                     "invalid_value",
                     "topk",
-                    format!("`topk` must be between 1 and `experts` ({}), got {}", self.experts, self.topk),
+                    format!(
+                        "`topk` must be between 1 and `experts` ({}), got {}",
+                        self.experts, self.topk
+                    ),
                 ));
             }
             positive("moe_ffn_hidden", self.moe_ffn_hidden as u64, 1 << 24)?;
             if self.dense_layers > self.layers {
-                return Err(TopoError::too_large("dense_layers", self.dense_layers, self.layers));
+                return Err(TopoError::too_large(
+                    "dense_layers",
+                    self.dense_layers,
+                    self.layers,
+                ));
             }
             if self.shared_experts > 1 << 16 {
-                return Err(TopoError::too_large("shared_experts", self.shared_experts, 1 << 16));
+                return Err(TopoError::too_large(
+                    "shared_experts",
+                    self.shared_experts,
+                    1 << 16,
+                ));
             }
             if self.moe_layer_every > 1 << 20 {
-                return Err(TopoError::too_large("moe_layer_every", self.moe_layer_every, 1 << 20));
+                return Err(TopoError::too_large(
+                    "moe_layer_every",
+                    self.moe_layer_every,
+                    1 << 20,
+                ));
             }
         }
         if self.mtp_layers > 1 << 10 {
             return Err(TopoError::too_large("mtp_layers", self.mtp_layers, 1 << 10));
         }
         if self.sliding_window > 1 << 26 {
-            return Err(TopoError::too_large("sliding_window", self.sliding_window, 1 << 26));
+            return Err(TopoError::too_large(
+                "sliding_window",
+                self.sliding_window,
+                1 << 26,
+            ));
         }
         if self.full_attention_every > 1 << 20 {
-            return Err(TopoError::too_large("full_attention_every", self.full_attention_every, 1 << 20));
+            return Err(TopoError::too_large(
+                "full_attention_every",
+                self.full_attention_every,
+                1 << 20,
+            ));
         }
         // Parameter counts are reported exactly (as f64 and i64): at most 2^53, ~9e15, 50000 times
         // the largest published dense models.
@@ -239,6 +270,11 @@ pub struct Gpu {
     /// GPUs that reach each other over NVLink at `intra_node_bw`: 72 in a GB200/GB300 NVL72 rack,
     /// else the node (0 = the node).
     pub nvlink_domain: u32,
+    /// The GPU's own link to host memory, B/s per direction (PCIe, NVLink-C2C); 0 = unknown.
+    pub host_link_bw: f64,
+    /// This GPU's share of the host CPUs' memory bandwidth, B/s (the node's over its GPUs): what a
+    /// CPU optimizer step streams at; 0 = unknown.
+    pub host_memory_bw: f64,
 }
 
 impl Gpu {
@@ -269,7 +305,16 @@ impl Gpu {
                 return Err(TopoError::not_finite(name, v));
             }
         }
-        for (name, v) in [("peak_fp32", self.peak_fp32), ("peak_tf32", self.peak_tf32), ("peak_bf16", self.peak_bf16), ("peak_fp8", self.peak_fp8), ("peak_mxfp8", self.peak_mxfp8), ("peak_nvfp4", self.peak_nvfp4)] {
+        for (name, v) in [
+            ("host_link_bw", self.host_link_bw),
+            ("host_memory_bw", self.host_memory_bw),
+            ("peak_fp32", self.peak_fp32),
+            ("peak_tf32", self.peak_tf32),
+            ("peak_bf16", self.peak_bf16),
+            ("peak_fp8", self.peak_fp8),
+            ("peak_mxfp8", self.peak_mxfp8),
+            ("peak_nvfp4", self.peak_nvfp4),
+        ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(TopoError::not_finite(name, v));
             }
@@ -336,14 +381,22 @@ impl Precision {
 
     /// The fraction of its peak a low-precision GEMM reaches relative to a 16-bit one on the same
     /// shape: scaled operands cost the kernel time. Measured on an H200 (data/measured/
-    /// h200_gemm_fp8.csv, 240 transformer layer shapes, torch 2.11): median bf16 656 TFLOP/s (0.663
-    /// of 989.5), fp8 with rowwise (current-scaling-like) scales 1216 (0.614 of 1979): 0.93. The
-    /// block-scaled formats are taken at the same factor until measured on Blackwell.
-    pub fn gemm_rate_factor(self) -> f64 {
-        if self.low_precision_gemm() {
-            0.93
-        } else {
-            1.0
+    /// h200_gemm_fp8.csv, 240 transformer layer shapes, torch 2.11, medians): bf16 655.8 TFLOP/s
+    /// (0.663 of 989.5); fp8 with one scale per tensor 1253.5 (0.633 of 1979: 0.955), with a scale
+    /// per row 1216 (0.614: 0.93), with 1x128 / 128x128 block scales 1083 (0.547: 0.826).
+    /// Delayed scaling runs the per-tensor kernel; current scaling too, after an amax pass over
+    /// each operand, which we take at the row-scaled rate (0.93, the factor the `megatron-core`
+    /// profile was fitted with); blockwise the block-scaled kernel. MXFP8 and NVFP4 (32- and
+    /// 16-element blocks, scaled in hardware on Blackwell) at the row-scaled factor until measured.
+    pub fn gemm_rate_factor(self, recipe: Fp8Recipe) -> f64 {
+        match self {
+            Precision::Fp8 => match recipe {
+                Fp8Recipe::Delayed => 0.955,
+                Fp8Recipe::Current => 0.93,
+                Fp8Recipe::Blockwise => 0.826,
+            },
+            Precision::Mxfp8 | Precision::Nvfp4 => 0.93,
+            _ => 1.0,
         }
     }
 
@@ -372,6 +425,100 @@ impl Precision {
         }
     }
 }
+
+/// What is trained: the whole model from scratch or from a checkpoint (supervised fine-tuning costs
+/// the same per token; packed sequences are priced as one causal sequence, an upper bound on
+/// attention), or low-rank adapters on a frozen base (Hu et al. 2021, LoRA).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Task {
+    #[default]
+    Pretrain = 0,
+    Sft = 1,
+    Lora = 2,
+}
+
+/// Where the optimizer (and the weights) live between steps: ZeRO-Offload (Ren et al. 2021) and
+/// Megatron-Core's `--optimizer-cpu-offload` keep the fp32 master weights, moments and an fp32
+/// gradient copy in host memory and step on the CPU; ZeRO-Infinity / FSDP `CPUOffload` also keep the
+/// 16-bit weights there and stream each layer's in for forward and backward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Offload {
+    #[default]
+    None = 0,
+    Optimizer = 1,
+    OptimizerParams = 2,
+}
+
+/// The pipeline schedule. `Auto` is what `vpp` implies (1F1B, or interleaved 1F1B for vpp > 1).
+/// Zero-bubble is ZB-H1 (Qi et al. 2024, "Zero Bubble Pipeline Parallelism"): weight-gradient
+/// GEMMs fill the drain, 1F1B's memory. DualPipe (DeepSeek-V3 report, §3.2.1, Table 2): two
+/// directions at once, twice the parameters, `pp + 1` micro batches of activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Schedule {
+    #[default]
+    Auto = 0,
+    OneF1B = 1,
+    Interleaved = 2,
+    ZeroBubble = 3,
+    DualPipe = 4,
+}
+
+/// Context parallelism's exchange: ring attention passes K/V blocks around the cp ranks (Megatron
+/// `p2p`); Ulysses (Jacobs et al. 2023) re-shards Q, K, V and the output by heads with all-to-alls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CpComm {
+    #[default]
+    Ring = 0,
+    Ulysses = 1,
+}
+
+/// How FP8 GEMM operands are scaled (TransformerEngine's recipes): one scale per tensor from the
+/// amax history (delayed) or from the tensor itself (current), or one per 1x128 / 128x128 block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Fp8Recipe {
+    #[default]
+    Delayed = 0,
+    Current = 1,
+    Blockwise = 2,
+}
+
+/// Training-mode settings an enumeration holds fixed (they are asked, not searched).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Mode {
+    pub task: Task,
+    /// LoRA rank (with `Task::Lora`).
+    pub lora_rank: u32,
+    pub offload: Offload,
+    /// Hybrid sharding (HSDP, Megatron's `--num-distributed-optimizer-instances`): ZeRO shards within
+    /// groups of this many data-parallel ranks and replicates across groups; 0 = all of dp.
+    pub fsdp_shard: u32,
+    /// Expert tensor parallelism (Megatron-Core's MoE parallel folding); 0 = tp.
+    pub etp: u32,
+    pub schedule: Schedule,
+    pub cp_comm: CpComm,
+    pub fp8_recipe: Fp8Recipe,
+}
+
+impl Default for Mode {
+    fn default() -> Self {
+        Self {
+            task: Task::Pretrain,
+            lora_rank: 16,
+            offload: Offload::None,
+            fsdp_shard: 0,
+            etp: 0,
+            schedule: Schedule::Auto,
+            cp_comm: CpComm::Ring,
+            fp8_recipe: Fp8Recipe::Delayed,
+        }
+    }
+}
+
+pub const TASKS: &[&str] = &["pretrain", "sft", "lora"];
+pub const OFFLOADS: &[&str] = &["none", "optimizer", "optimizer+params"];
+pub const SCHEDULES: &[&str] = &["auto", "1f1b", "interleaved", "zero-bubble", "dualpipe"];
+pub const CP_COMMS: &[&str] = &["ring", "ulysses"];
+pub const FP8_RECIPES: &[&str] = &["delayed", "current", "blockwise"];
 
 /// A parallel strategy for one model on one cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -409,11 +556,47 @@ pub struct Strategy {
     /// (FSDP) sharding under pp > 1, interleaving at pp 2, uneven interleaved chunks. Megatron-LM
     /// (2021) and DeepSpeed's pipeline engine refuse all three.
     pub flexible_pipeline: bool,
+    pub mode: Mode,
 }
 
 impl Strategy {
     pub fn gpus(&self) -> u64 {
         self.dp as u64 * self.tp as u64 * self.pp as u64 * self.cp as u64
+    }
+
+    /// The schedule that runs: `Auto` resolved by `vpp`.
+    pub fn schedule(&self) -> Schedule {
+        match self.mode.schedule {
+            Schedule::Auto | Schedule::OneF1B | Schedule::Interleaved if self.vpp > 1 => {
+                Schedule::Interleaved
+            }
+            Schedule::Auto => Schedule::OneF1B,
+            other => other,
+        }
+    }
+
+    /// Expert tensor-parallel size: `etp`, or tp when not set.
+    pub fn etp(&self) -> u32 {
+        if self.mode.etp == 0 {
+            self.tp
+        } else {
+            self.mode.etp
+        }
+    }
+
+    /// Data-parallel ranks one ZeRO shard group spans: `fsdp_shard`, or all of dp.
+    pub fn shard_group(&self) -> u32 {
+        if self.mode.fsdp_shard == 0 {
+            self.dp
+        } else {
+            self.mode.fsdp_shard.min(self.dp)
+        }
+    }
+
+    /// The fraction of its peak a GEMM reaches relative to a 16-bit one on the same shape
+    /// ([`Precision::gemm_rate_factor`] with the FP8 recipe's scaling granularity).
+    pub fn gemm_rate_factor(&self) -> f64 {
+        self.precision.gemm_rate_factor(self.mode.fp8_recipe)
     }
 
     /// Micro batches per iteration and replica (gradient accumulation steps); 0 if `gbs` is not
@@ -437,15 +620,33 @@ impl Strategy {
         positive("mbs", self.mbs as u64, 1 << 20)?;
         positive("gbs", self.gbs as u64, 1 << 31)?;
         positive("vocab_multiple", self.vocab_multiple as u64, 1 << 16)?;
+        positive("lora_rank", self.mode.lora_rank as u64, 1 << 16)?;
+        if self.mode.etp > 1 << 12 {
+            return Err(TopoError::too_large("etp", self.mode.etp, 1 << 12));
+        }
+        if self.mode.fsdp_shard > 1 << 24 {
+            return Err(TopoError::too_large(
+                "fsdp_shard",
+                self.mode.fsdp_shard,
+                1 << 24,
+            ));
+        }
         let gpus = self.dp as u128 * self.tp as u128 * self.pp as u128 * self.cp as u128;
         if gpus > 1 << 40 {
-            return Err(TopoError::new("invalid_value", "dp", format!("dp*tp*pp*cp = {gpus} GPUs; at most 2^40")));
+            return Err(TopoError::new(
+                "invalid_value",
+                "dp",
+                format!("dp*tp*pp*cp = {gpus} GPUs; at most 2^40"),
+            ));
         }
         if self.zero_stage > 3 {
             return Err(TopoError::new(
                 "invalid_value",
                 "zero_stage",
-                format!("`zero_stage` must be one of {{0, 1, 2, 3}}, got {}", self.zero_stage),
+                format!(
+                    "`zero_stage` must be one of {{0, 1, 2, 3}}, got {}",
+                    self.zero_stage
+                ),
             ));
         }
         Ok(())
@@ -505,7 +706,15 @@ pub mod examples {
 
     /// The seeds/001 model family: BLOOM architecture with another hidden/layers/heads.
     pub fn seed001(hidden: u32, layers: u32, heads: u32) -> Model {
-        Model { hidden, layers, heads, kv_heads: heads, head_dim: hidden / heads, ffn_hidden: 4 * hidden, ..bloom_176b() }
+        Model {
+            hidden,
+            layers,
+            heads,
+            kv_heads: heads,
+            head_dim: hidden / heads,
+            ffn_hidden: 4 * hidden,
+            ..bloom_176b()
+        }
     }
 
     /// Llama-2-7B, meta-llama/Llama-2-7b-hf config.json.
@@ -556,7 +765,9 @@ pub mod examples {
             intra_node_bw: 300e9,
             inter_node_bw: 25e9,
             board_power_w: 400.0,
-        nvlink_domain: 0,
+            nvlink_domain: 0,
+            host_link_bw: 32e9,
+            host_memory_bw: 51.2e9,
         }
     }
 
@@ -579,7 +790,9 @@ pub mod examples {
             intra_node_bw: 450e9,
             inter_node_bw: 50e9,
             board_power_w: 700.0,
-        nvlink_domain: 0,
+            nvlink_domain: 0,
+            host_link_bw: 64e9,
+            host_memory_bw: 76.8e9,
         }
     }
 
@@ -602,6 +815,7 @@ pub mod examples {
             vocab_multiple: 128,
             fused_kernels: true,
             flexible_pipeline: false,
+            mode: Mode::default(),
         }
     }
 }

@@ -13,7 +13,10 @@ use toposcan_core::spec::*;
 
 /// (scale, seed) from `TOPOSCAN_FUZZ`.
 fn fuzz() -> (u64, u64) {
-    let n = std::env::var("TOPOSCAN_FUZZ").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let n = std::env::var("TOPOSCAN_FUZZ")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
     (n.max(1), n)
 }
 
@@ -44,13 +47,21 @@ impl Rng {
 }
 
 fn random_model(r: &mut Rng) -> Model {
-    let base = if r.next().is_multiple_of(2) { bloom_176b() } else { llama2_7b() };
+    let base = if r.next().is_multiple_of(2) {
+        bloom_176b()
+    } else {
+        llama2_7b()
+    };
     let heads = r.edge(1 << 16) as u32;
     let head_dim = r.edge(1 << 16).min((1 << 22) / heads as u64).max(1) as u32;
     let kv_heads = if r.next().is_multiple_of(2) { heads } else { 1 };
     let moe = r.next().is_multiple_of(3);
     // Past the limit too (u32::MAX): validation must refuse it, not overflow on it.
-    let max_experts = if r.next().is_multiple_of(8) { u32::MAX as u64 } else { 1 << 16 };
+    let max_experts = if r.next().is_multiple_of(8) {
+        u32::MAX as u64
+    } else {
+        1 << 16
+    };
     let experts = if moe { r.edge(max_experts) as u32 } else { 0 };
     let layers = r.edge(1 << 20) as u32;
     Model {
@@ -65,10 +76,18 @@ fn random_model(r: &mut Rng) -> Model {
         seq_len: r.edge(1 << 26) as u32,
         position_rows: r.edge(1 << 26) as u32,
         experts,
-        topk: if moe { r.edge(experts as u64) as u32 } else { 0 },
+        topk: if moe {
+            r.edge(experts as u64) as u32
+        } else {
+            0
+        },
         shared_experts: if moe { r.edge(1 << 8) as u32 } else { 0 },
         moe_ffn_hidden: if moe { r.edge(1 << 24) as u32 } else { 0 },
-        dense_layers: if moe { (r.next() % (layers as u64 + 1)) as u32 } else { 0 },
+        dense_layers: if moe {
+            (r.next() % (layers as u64 + 1)) as u32
+        } else {
+            0
+        },
         ..base
     }
 }
@@ -86,12 +105,39 @@ fn random_strategy(r: &mut Rng) -> Strategy {
         zero_stage: (r.next() % 4) as u8,
         recompute: r.pick(&Recompute::ALL),
         sequence_parallel: r.next().is_multiple_of(2),
-        precision: r.pick(&[Precision::Fp32, Precision::Fp16, Precision::Bf16, Precision::Fp8, Precision::Mxfp8, Precision::Nvfp4]),
+        precision: r.pick(&[
+            Precision::Fp32,
+            Precision::Fp16,
+            Precision::Bf16,
+            Precision::Fp8,
+            Precision::Mxfp8,
+            Precision::Nvfp4,
+        ]),
         flash_attention: r.next().is_multiple_of(2),
         uneven_stages: r.next().is_multiple_of(2),
         vocab_multiple: [1, 8, 128, 1 << 16][(r.next() % 4) as usize],
         fused_kernels: r.next().is_multiple_of(2),
         flexible_pipeline: r.next().is_multiple_of(2),
+        mode: random_mode(r),
+    }
+}
+
+fn random_mode(r: &mut Rng) -> Mode {
+    Mode {
+        task: r.pick(&[Task::Pretrain, Task::Sft, Task::Lora]),
+        lora_rank: r.edge(1 << 16) as u32,
+        offload: r.pick(&[Offload::None, Offload::Optimizer, Offload::OptimizerParams]),
+        fsdp_shard: (r.next() % 3) as u32 * r.edge(1 << 24) as u32,
+        etp: (r.next() % 2) as u32 * r.edge(1 << 12) as u32,
+        schedule: r.pick(&[
+            Schedule::Auto,
+            Schedule::OneF1B,
+            Schedule::Interleaved,
+            Schedule::ZeroBubble,
+            Schedule::DualPipe,
+        ]),
+        cp_comm: r.pick(&[CpComm::Ring, CpComm::Ulysses]),
+        fp8_recipe: r.pick(&[Fp8Recipe::Delayed, Fp8Recipe::Current, Fp8Recipe::Blockwise]),
     }
 }
 
@@ -105,14 +151,24 @@ fn score_never_panics_on_edge_values() {
     for _ in 0..20_000 * scale {
         let m = random_model(&mut r);
         let s = random_strategy(&mut r);
-        let c = Cluster { gpu: a100_80(), nodes: r.edge(1 << 20) as u32, gpus_per_node: r.edge(1 << 10) as u32 };
+        let c = Cluster {
+            gpu: a100_80(),
+            nodes: r.edge(1 << 20) as u32,
+            gpus_per_node: r.edge(1 << 10) as u32,
+        };
         match score(&m, &c, &s, &p, &o) {
             Ok((sc, reject)) => {
                 ok += 1;
                 // A candidate that breaks no rule has real numbers (a broken rule, e.g. fp8 on a
                 // chip without it, may leave a rate at zero and its time undefined).
                 if reject.is_none() || reject == Some(toposcan_core::rules::Reject::Oom) {
-                    for v in [sc.step_time_s, sc.mem_gb, sc.params, sc.flops_per_iter_megatron, sc.tflops_per_gpu] {
+                    for v in [
+                        sc.step_time_s,
+                        sc.mem_gb,
+                        sc.params,
+                        sc.flops_per_iter_megatron,
+                        sc.tflops_per_gpu,
+                    ] {
                         assert!(!v.is_nan(), "{m:?} {s:?} {c:?}: {sc:?}");
                     }
                 }
@@ -120,7 +176,10 @@ fn score_never_panics_on_edge_values() {
             Err(_) => err += 1,
         }
     }
-    assert!(ok > 1_000 && err > 1_000, "both outcomes exercised: {ok} scored, {err} refused");
+    assert!(
+        ok > 1_000 && err > 1_000,
+        "both outcomes exercised: {ok} scored, {err} refused"
+    );
 }
 
 #[test]
@@ -128,10 +187,20 @@ fn enumerate_never_panics_on_edge_lists() {
     let (scale, seed) = fuzz();
     let mut r = Rng(0xD1B5_4A32_D192_ED03 ^ seed.wrapping_mul(0x2545_F491_4F6C_DD1D));
     let col = columns::find("step_time_s").unwrap();
-    let reducer = Reducer::TopK { k: 3, objective: Objective { column: col, better: col.better } };
+    let reducer = Reducer::TopK {
+        k: 3,
+        objective: Objective {
+            column: col,
+            better: col.better,
+        },
+    };
     for _ in 0..200 * scale {
         let m = random_model(&mut r);
-        let mut list = |max: u64| (0..1 + r.next() % 3).map(|_| r.edge(max) as u32).collect::<Vec<u32>>();
+        let mut list = |max: u64| {
+            (0..1 + r.next() % 3)
+                .map(|_| r.edge(max) as u32)
+                .collect::<Vec<u32>>()
+        };
         let space = Space {
             model: m,
             hidden: list(1 << 22),
@@ -154,13 +223,21 @@ fn enumerate_never_panics_on_edge_lists() {
             vocab_multiple: 128,
             fused_kernels: true,
             flexible_pipeline: false,
-            cluster: Cluster { gpu: a100_80(), nodes: r.edge(1 << 20) as u32, gpus_per_node: r.edge(1 << 10) as u32 },
+            mode: random_mode(&mut r),
+            cluster: Cluster {
+                gpu: a100_80(),
+                nodes: r.edge(1 << 20) as u32,
+                gpus_per_node: r.edge(1 << 10) as u32,
+            },
             profile: Profile::default(),
             options: Options::default(),
             keep_infeasible: r.next().is_multiple_of(4),
         };
         if let Ok((rows, stats)) = enumerate(&space, &reducer, &mut |_, _| true) {
-            assert!(rows.len() <= 3 && stats.pruned.iter().sum::<u64>() + stats.scored == stats.candidates);
+            assert!(
+                rows.len() <= 3
+                    && stats.pruned.iter().sum::<u64>() + stats.scored == stats.candidates
+            );
         }
     }
 }

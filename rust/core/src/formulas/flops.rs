@@ -21,14 +21,21 @@ use crate::spec::{Model, Recompute};
 /// computes, `s (s + 1) / 2`, instead of `s^2`; windowed layers pair a query with at most the window.
 pub fn attention_fwd(m: &Model, causal: bool) -> f64 {
     let (dqk, dv) = match m.mla {
-        Some(x) => ((x.qk_nope_head_dim + x.qk_rope_head_dim) as f64, x.v_head_dim as f64),
+        Some(x) => (
+            (x.qk_nope_head_dim + x.qk_rope_head_dim) as f64,
+            x.v_head_dim as f64,
+        ),
         None => (m.head_dim as f64, m.head_dim as f64),
     };
     let s = m.seq_len as f64;
     let full_pairs = if causal { s * (s + 1.0) / 2.0 } else { s * s };
     // A windowed layer (GPT-OSS, Gemma) pairs each query with at most `sliding_window` keys.
     let w = m.attended_keys(true) as f64;
-    let window_pairs = if !causal { s * w } else { s * w - w * (w - 1.0) / 2.0 };
+    let window_pairs = if !causal {
+        s * w
+    } else {
+        s * w - w * (w - 1.0) / 2.0
+    };
     let windowed = m.windowed_layers() as f64;
     let pairs = (m.layers as f64 - windowed) * full_pairs + windowed * window_pairs;
     2.0 * m.heads as f64 * (dqk + dv) * pairs
@@ -39,7 +46,12 @@ pub fn layer_params_active(m: &Model) -> f64 {
     use crate::formulas::params;
     let moe = m.moe_layers() as f64;
     let dense = (m.layers - m.moe_layers()) as f64 * params::dense_layer(m) as f64;
-    dense + if m.is_moe() { moe * params::moe_layer_active(m) as f64 } else { 0.0 }
+    dense
+        + if m.is_moe() {
+            moe * params::moe_layer_active(m) as f64
+        } else {
+            0.0
+        }
 }
 
 /// `N'`: active layer weights, final norm and LM head (the embedding matrix when tied).
@@ -90,7 +102,11 @@ impl Terms {
 /// Narayanan et al. 2021 (SC'21), eq. 3; bigscience-workshop/Megatron-DeepSpeed PR 251
 /// (`throughput_calculator`), quoted in DESIGN.md and seeds/001 "TFLOPs calculation improved".
 pub fn megatron(t: &Terms, gbs: u64, recompute: Recompute, padded_vocab: u64) -> f64 {
-    let f = if recompute == Recompute::Full { 4.0 } else { 3.0 };
+    let f = if recompute == Recompute::Full {
+        4.0
+    } else {
+        3.0
+    };
     let (b, s, h, v) = (gbs as f64, t.seq, t.hidden, padded_vocab as f64);
     f * b * (2.0 * s * t.layers + t.attn_full) + 6.0 * b * s * h * v
 }
@@ -154,14 +170,24 @@ mod tests {
         // GPT-OSS-120B shape (config.json): 36 layers, 64 heads of 64 on hidden 2880, alternating
         // 128-token windows. Half the layers see s keys, half 128.
         let m = crate::spec::Model {
-            layers: 36, hidden: 2880, heads: 64, kv_heads: 8, head_dim: 64, seq_len: 4096, sliding_window: 128,
-            full_attention_every: 2, ..llama2_7b()
+            layers: 36,
+            hidden: 2880,
+            heads: 64,
+            kv_heads: 8,
+            head_dim: 64,
+            seq_len: 4096,
+            sliding_window: 128,
+            full_attention_every: 2,
+            ..llama2_7b()
         };
         let (s, qv) = (4096.0, 2.0 * 64.0 * 64.0);
         let expect = 2.0 * qv * (18.0 * s * s + 18.0 * s * 128.0);
         assert!((attention_fwd(&m, false) / expect - 1.0).abs() < 1e-12);
         // Without the window: l * 2 * s^2 * (a*d + a*d), not the 4 h s^2 of hidden 2880.
-        let full = crate::spec::Model { sliding_window: 0, ..m };
+        let full = crate::spec::Model {
+            sliding_window: 0,
+            ..m
+        };
         assert!((attention_fwd(&full, false) / (36.0 * 2.0 * s * s * qv) - 1.0).abs() < 1e-12);
     }
 

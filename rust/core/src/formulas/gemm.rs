@@ -72,22 +72,34 @@ impl Gemm {
         self.m.is_multiple_of(a) && self.n.is_multiple_of(a) && self.k.is_multiple_of(a)
     }
 
-    /// Seconds at 100% of the tensor peak, with tile and wave quantization and the HBM bound.
+    /// Seconds at 100% of the tensor peak, with tile and wave quantization and the HBM bound, for a
+    /// 16-bit (or fp32) GEMM; [`Gemm::time_at`] for a scaled low-precision one.
     pub fn time(&self, gpu: &Gpu, p: Precision) -> f64 {
+        self.time_at(gpu, p, 1.0)
+    }
+
+    /// [`Gemm::time`] with the tensor rate scaled by `rate_factor`
+    /// ([`crate::spec::Strategy::gemm_rate_factor`]: what scaled fp8/fp4 operands cost the kernel).
+    pub fn time_at(&self, gpu: &Gpu, p: Precision, rate_factor: f64) -> f64 {
         if self.m == 0 || self.n == 0 || self.k == 0 || self.batch == 0 {
             return 0.0;
         }
         let (m, n, k) = (self.m as f64, self.n as f64, self.k as f64);
         let bytes = p.compute_bytes() * self.batch as f64 * (m * k + k * n + m * n);
         let memory_bound = bytes / gpu.memory_bw;
-        let per_sm = gpu.peak(p) * p.gemm_rate_factor() / gpu.sms as f64
-            * if self.tensor_core_aligned(p) { 1.0 } else { MISALIGNED_FRACTION };
+        let per_sm = gpu.peak(p) * rate_factor / gpu.sms as f64
+            * if self.tensor_core_aligned(p) {
+                1.0
+            } else {
+                MISALIGNED_FRACTION
+            };
         let sms = gpu.sms as f64;
         let mut best = f64::INFINITY;
         for (tm, tn, eff) in TILES {
             // Tile sizes are powers of two: shifts instead of divisions (this is the hot loop of
             // enumeration); tile counts in f64: exact below 2^53, and no overflow above.
-            let tiles = ceil_shift(self.m, tm) as f64 * ceil_shift(self.n, tn) as f64 * self.batch as f64;
+            let tiles =
+                ceil_shift(self.m, tm) as f64 * ceil_shift(self.n, tn) as f64 * self.batch as f64;
             let waves = (tiles / sms).ceil();
             let t = waves * 2.0 * (tm * tn) as f64 * self.k as f64 / (per_sm * eff);
             best = best.min(t);
@@ -113,9 +125,20 @@ impl Gemm {
 ///
 /// # Source
 /// Dao 2023, "FlashAttention-2", §3 (work partitioning over query blocks and heads).
-pub fn flash_attention_fwd(gpu: &Gpu, p: Precision, s_q: u64, s_k: u64, head_dim: u64, batch_heads: u64) -> f64 {
+pub fn flash_attention_fwd(
+    gpu: &Gpu,
+    p: Precision,
+    s_q: u64,
+    s_k: u64,
+    head_dim: u64,
+    batch_heads: u64,
+) -> f64 {
     // Attention runs in 16-bit even under fp8 training (TransformerEngine keeps it in bf16).
-    let p = if p.low_precision_gemm() { Precision::Bf16 } else { p };
+    let p = if p.low_precision_gemm() {
+        Precision::Bf16
+    } else {
+        p
+    };
     let block = 128u64;
     let tiles = s_q.div_ceil(block) * batch_heads;
     let waves = tiles.div_ceil(gpu.sms as u64);
@@ -124,7 +147,11 @@ pub fn flash_attention_fwd(gpu: &Gpu, p: Precision, s_q: u64, s_k: u64, head_dim
     let kernel_dim = head_dim.div_ceil(32) * 32;
     let flops_per_tile = 4.0 * block as f64 * s_k as f64 * kernel_dim as f64 * 0.5;
     let aligned = head_dim.is_multiple_of(p.tensor_core_alignment());
-    let rate = if aligned { gpu.peak(p) / gpu.sms as f64 } else { gpu.vector_fp32 / gpu.sms as f64 };
+    let rate = if aligned {
+        gpu.peak(p) / gpu.sms as f64
+    } else {
+        gpu.vector_fp32 / gpu.sms as f64
+    };
     waves as f64 * flops_per_tile / rate
 }
 
@@ -174,7 +201,11 @@ mod tests {
         let aligned = Gemm::new(4096, 4096, 4096, 1).time(&gpu, Precision::Bf16);
         let odd = Gemm::new(4096, 4096, 4100, 1).time(&gpu, Precision::Bf16);
         let expected = 4100.0 / 4096.0 / MISALIGNED_FRACTION;
-        assert!((odd / aligned / expected - 1.0).abs() < 1e-9, "{} vs {expected}", odd / aligned);
+        assert!(
+            (odd / aligned / expected - 1.0).abs() < 1e-9,
+            "{} vs {expected}",
+            odd / aligned
+        );
     }
 
     #[test]
@@ -185,10 +216,16 @@ mod tests {
         let gpu = crate::spec::examples::h200();
         let three = |v: u64| {
             let g = Gemm::new(8192, v, 2048, 1);
-            g.time(&gpu, Precision::Bf16) + Gemm::new(8192, 2048, v, 1).time(&gpu, Precision::Bf16) + Gemm::new(2048, v, 8192, 1).time(&gpu, Precision::Bf16)
+            g.time(&gpu, Precision::Bf16)
+                + Gemm::new(8192, 2048, v, 1).time(&gpu, Precision::Bf16)
+                + Gemm::new(2048, v, 8192, 1).time(&gpu, Precision::Bf16)
         };
         let measured = (15.65 + 12.04 + 11.72) / (2.51 + 2.39 + 2.56);
-        assert!((three(50257) / three(50304) / measured - 1.0).abs() < 0.15, "{} vs measured {measured}", three(50257) / three(50304));
+        assert!(
+            (three(50257) / three(50304) / measured - 1.0).abs() < 0.15,
+            "{} vs measured {measured}",
+            three(50257) / three(50304)
+        );
     }
 
     #[test]

@@ -35,15 +35,29 @@ pub fn attention(m: &Model) -> u128 {
     let sinks = if m.attention_sinks { a } else { 0 };
     if let Some(mla) = m.mla {
         let (rq, rkv) = (mla.q_lora_rank as u128, mla.kv_lora_rank as u128);
-        let (dn, dr, dv) = (mla.qk_nope_head_dim as u128, mla.qk_rope_head_dim as u128, mla.v_head_dim as u128);
-        let q = if rq > 0 { h * rq + rq + rq * a * (dn + dr) } else { h * a * (dn + dr) };
+        let (dn, dr, dv) = (
+            mla.qk_nope_head_dim as u128,
+            mla.qk_rope_head_dim as u128,
+            mla.v_head_dim as u128,
+        );
+        let q = if rq > 0 {
+            h * rq + rq + rq * a * (dn + dr)
+        } else {
+            h * a * (dn + dr)
+        };
         let kv = h * (rkv + dr) + rkv + rkv * a * (dn + dv);
         return q + kv + a * dv * h + sinks;
     }
     let d = m.head_dim as u128;
     let g = m.kv_heads as u128;
     let weights = h * a * d + 2 * h * g * d + a * d * h;
-    let biases = if m.bias { a * d + 2 * g * d + h } else if m.qkv_bias { a * d + 2 * g * d } else { 0 };
+    let biases = if m.bias {
+        a * d + 2 * g * d + h
+    } else if m.qkv_bias {
+        a * d + 2 * g * d
+    } else {
+        0
+    };
     let qk_norm = if m.qk_norm { 2 * d } else { 0 };
     weights + biases + qk_norm + sinks
 }
@@ -67,7 +81,11 @@ pub fn mlp(m: &Model, f: u128) -> u128 {
 /// Norm parameters of one decoder layer: two norms (before attention and before the MLP), four
 /// with sandwich norms (after each as well).
 pub fn layer_norms(m: &Model) -> u128 {
-    if m.sandwich_norm { 4 * norm(m) } else { 2 * norm(m) }
+    if m.sandwich_norm {
+        4 * norm(m)
+    } else {
+        2 * norm(m)
+    }
 }
 
 /// Parameters of one dense decoder layer.
@@ -93,12 +111,172 @@ pub fn moe_layer_active(m: &Model) -> u128 {
 /// HF `eh_proj`, `enorm`, `hnorm`, `shared_head.norm`). `active` counts the top-k experts only.
 pub fn mtp_module(m: &Model, active: bool) -> u128 {
     let layer = if m.is_moe_layer(m.layers.saturating_sub(1)) {
-        if active { moe_layer_active(m) } else { moe_layer(m) }
+        if active {
+            moe_layer_active(m)
+        } else {
+            moe_layer(m)
+        }
     } else {
         dense_layer(m)
     };
     let h = m.hidden as u128;
     layer + 2 * h * h + 3 * norm(m)
+}
+
+/// How a linear layer's weight is split over tensor parallelism (Megatron's column- and row-parallel
+/// linears; MLA's down projections stay whole on every rank).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Column,
+    Row,
+    Whole,
+}
+
+/// One kind of linear layer of a decoder layer: `inp -> out`, `count` of them on a rank (routed
+/// experts: the local ones), split over `t` ranks as `split` says; `parts` modules fused into it
+/// (Megatron's fused QKV: 3, fused SwiGLU gate and up: 2; 1 otherwise).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Linear {
+    pub inp: u64,
+    pub out: u64,
+    pub count: u64,
+    pub split: Split,
+    pub t: u64,
+    pub parts: u64,
+}
+
+impl Linear {
+    /// (inputs, outputs) this rank's slice of the weight multiplies.
+    pub fn local(&self) -> (u64, u64) {
+        match self.split {
+            Split::Column => (self.inp, self.out / self.t.max(1)),
+            Split::Row => (self.inp / self.t.max(1), self.out),
+            Split::Whole => (self.inp, self.out),
+        }
+    }
+
+    /// Parameters of rank-`r` LoRA adapters on this rank: `A` (r x in) follows the input's split,
+    /// `B` (out x r) the output's (Megatron-Core's LoRA on parallel linears). `separate`: the
+    /// modules a fused linear stands for carry an adapter each (PEFT on Hugging Face's separate
+    /// q/k/v and gate/up projections): `parts` A matrices, the B matrices' rows summing to `out`.
+    pub fn lora(&self, r: u64, separate: bool) -> f64 {
+        let (i, o) = self.local();
+        let a = if separate { self.parts } else { 1 };
+        (r as f64) * (a * i + o) as f64 * self.count as f64
+    }
+}
+
+/// The linear layers of one decoder layer on one rank (router excluded): attention projections,
+/// and the MLP of a dense layer (`moe` false) or the shared and local routed experts of an MoE
+/// layer. Matrices split over `tp`, routed experts over `etp` with `experts / ep` on a rank.
+pub fn linears(m: &Model, moe: bool, tp: u32, etp: u32, ep: u32) -> Vec<Linear> {
+    let (h, t, et) = (m.hidden as u64, tp.max(1) as u64, etp.max(1) as u64);
+    let l = |inp: u64, out: u64, count: u64, split: Split, t: u64| Linear {
+        inp,
+        out,
+        count,
+        split,
+        t,
+        parts: 1,
+    };
+    let up = if m.activation == Activation::Swiglu {
+        2
+    } else {
+        1
+    };
+    let fc1 = |inp: u64, width: u64, count: u64, t: u64| Linear {
+        parts: up,
+        ..l(inp, up * width, count, Split::Column, t)
+    };
+    let mut v = Vec::with_capacity(9);
+    if let Some(mla) = m.mla {
+        let a = m.heads as u64;
+        let (rq, rkv) = (mla.q_lora_rank as u64, mla.kv_lora_rank as u64);
+        let (dn, dr, dv) = (
+            mla.qk_nope_head_dim as u64,
+            mla.qk_rope_head_dim as u64,
+            mla.v_head_dim as u64,
+        );
+        if rq > 0 {
+            v.push(l(h, rq, 1, Split::Whole, t));
+            v.push(l(rq, a * (dn + dr), 1, Split::Column, t));
+        } else {
+            v.push(l(h, a * (dn + dr), 1, Split::Column, t));
+        }
+        v.push(l(h, rkv + dr, 1, Split::Whole, t));
+        v.push(l(rkv, a * (dn + dv), 1, Split::Column, t));
+        v.push(l(a * dv, h, 1, Split::Row, t));
+    } else {
+        let (q, kv) = (
+            m.heads as u64 * m.head_dim as u64,
+            m.kv_heads as u64 * m.head_dim as u64,
+        );
+        v.push(Linear {
+            parts: 3,
+            ..l(h, q + 2 * kv, 1, Split::Column, t)
+        });
+        v.push(l(q, h, 1, Split::Row, t));
+    }
+    if moe {
+        let fe = m.moe_ffn_hidden as u64;
+        let fs = fe * m.shared_experts as u64;
+        if fs > 0 {
+            v.push(fc1(h, fs, 1, t));
+            v.push(l(fs, h, 1, Split::Row, t));
+        }
+        let local = (m.experts as u64 / ep.max(1) as u64).max(1);
+        v.push(fc1(h, fe, local, et));
+        v.push(l(fe, h, local, Split::Row, et));
+    } else {
+        let f = m.ffn_hidden as u64;
+        v.push(fc1(h, f, 1, t));
+        v.push(l(f, h, 1, Split::Row, t));
+    }
+    v
+}
+
+/// LoRA adapter parameters of the whole model at rank `r` (Hu et al. 2021, on every linear layer of
+/// every decoder layer: PEFT's and Megatron-Bridge's "all linear" target): `r (in + out)` a linear,
+/// with one adapter per fused linear (Megatron-Core) or per module (`separate`, PEFT).
+pub fn lora_total(m: &Model, r: u32, separate: bool) -> f64 {
+    let per = |moe: bool| {
+        linears(m, moe, 1, 1, 1)
+            .iter()
+            .map(|x| x.lora(r as u64, separate))
+            .sum::<f64>()
+    };
+    // At ep 1 every expert is local: `linears` counts them all.
+    let routed = if m.is_moe() { per(true) } else { 0.0 };
+    let moe = m.moe_layers() as f64;
+    (m.layers as f64 - moe) * per(false) + moe * routed
+}
+
+/// LoRA adapter parameters on one rank of pipeline stage `stage` (see [`lora_total`]).
+#[allow(clippy::too_many_arguments)]
+pub fn lora_stage_rank(
+    m: &Model,
+    r: u32,
+    separate: bool,
+    tp: u32,
+    etp: u32,
+    ep: u32,
+    pp: u32,
+    stage: u32,
+) -> f64 {
+    let layers = stage_layers(m.layers, pp, stage);
+    let moe_here = m.moe_layers_in(first_layer(m.layers, pp, stage), layers);
+    let per = |moe: bool| {
+        linears(m, moe, tp, etp, ep)
+            .iter()
+            .map(|x| x.lora(r as u64, separate))
+            .sum::<f64>()
+    };
+    let moe = if moe_here > 0 {
+        moe_here as f64 * per(true)
+    } else {
+        0.0
+    };
+    (layers - moe_here) as f64 * per(false) + moe
 }
 
 /// Word embedding for a (possibly padded) vocabulary.
@@ -108,7 +286,11 @@ pub fn embedding(m: &Model, vocab: u128) -> u128 {
 
 /// Learned position table and the optional norm after the embedding.
 pub fn embedding_extras(m: &Model) -> u128 {
-    let pos = if m.position == Position::Learned { m.position_rows as u128 * m.hidden as u128 } else { 0 };
+    let pos = if m.position == Position::Learned {
+        m.position_rows as u128 * m.hidden as u128
+    } else {
+        0
+    };
     pos + if m.embedding_norm { norm(m) } else { 0 }
 }
 
@@ -121,8 +303,13 @@ pub fn total(m: &Model) -> u128 {
 /// Parameters of the main model, without multi-token-prediction modules (DeepSeek-V3's "671B").
 pub fn main(m: &Model) -> u128 {
     let moe = m.moe_layers();
-    let layers = (m.layers - moe) as u128 * dense_layer(m) + moe as u128 * if m.is_moe() { moe_layer(m) } else { 0 };
-    let head = if m.tied_embeddings { 0 } else { embedding(m, m.vocab as u128) };
+    let layers = (m.layers - moe) as u128 * dense_layer(m)
+        + moe as u128 * if m.is_moe() { moe_layer(m) } else { 0 };
+    let head = if m.tied_embeddings {
+        0
+    } else {
+        embedding(m, m.vocab as u128)
+    };
     embedding(m, m.vocab as u128) + embedding_extras(m) + layers + norm(m) + head
 }
 
@@ -134,8 +321,17 @@ pub fn active(m: &Model) -> u128 {
     }
     let moe = m.moe_layers();
     let layers = (m.layers - moe) as u128 * dense_layer(m) + moe as u128 * moe_layer_active(m);
-    let head = if m.tied_embeddings { 0 } else { embedding(m, m.vocab as u128) };
-    embedding(m, m.vocab as u128) + embedding_extras(m) + layers + norm(m) + head + m.mtp_layers as u128 * mtp_module(m, true)
+    let head = if m.tied_embeddings {
+        0
+    } else {
+        embedding(m, m.vocab as u128)
+    };
+    embedding(m, m.vocab as u128)
+        + embedding_extras(m)
+        + layers
+        + norm(m)
+        + head
+        + m.mtp_layers as u128 * mtp_module(m, true)
 }
 
 /// Vocabulary rows the framework allocates: padded up to a multiple of `multiple * tp`, as
@@ -182,10 +378,18 @@ impl LayerCounts {
             layer_norms: layer_norms(m) as f64,
             dense_layer: dense_layer(m) as f64,
             attention: attention(m) as f64,
-            expert_mlp: if m.is_moe() { mlp(m, m.moe_ffn_hidden as u128) as f64 } else { 0.0 },
+            expert_mlp: if m.is_moe() {
+                mlp(m, m.moe_ffn_hidden as u128) as f64
+            } else {
+                0.0
+            },
             router: router(m) as f64,
             embedding_extras: embedding_extras(m) as f64,
-            mtp_module: if m.mtp_layers > 0 { mtp_module(m, false) as f64 } else { 0.0 },
+            mtp_module: if m.mtp_layers > 0 {
+                mtp_module(m, false) as f64
+            } else {
+                0.0
+            },
         }
     }
 }
@@ -198,13 +402,38 @@ impl LayerCounts {
 /// tied and `pp > 1`, as Megatron-LM keeps one for the tied gradient), with the framework's
 /// vocabulary padding ([`padded_vocab`]), and the multi-token-prediction modules (Megatron-Core
 /// places them on the last stage, with a copy of the word embedding when `pp > 1`; their matrices
-/// split over `tp`, routed experts over `ep * tp`, as the main layers').
-pub fn stage_rank(m: &Model, tp: u32, ep: u32, pp: u32, stage: u32, vocab_multiple: u32) -> f64 {
-    stage_rank_with(&LayerCounts::new(m), m, tp, ep, pp, stage, vocab_multiple)
+/// split over `tp`, routed experts over `ep * tp`, as the main layers'). `expert_split` is `ep *
+/// etp`: routed experts split over ep ranks and, within each, over the expert-tensor-parallel ones
+/// (`etp` = tp unless Megatron-Core's parallel folding sets it).
+pub fn stage_rank(
+    m: &Model,
+    tp: u32,
+    expert_split: u32,
+    pp: u32,
+    stage: u32,
+    vocab_multiple: u32,
+) -> f64 {
+    stage_rank_with(
+        &LayerCounts::new(m),
+        m,
+        tp,
+        expert_split,
+        pp,
+        stage,
+        vocab_multiple,
+    )
 }
 
 /// [`stage_rank`] with the model's [`LayerCounts`] already computed.
-pub fn stage_rank_with(lc: &LayerCounts, m: &Model, tp: u32, ep: u32, pp: u32, stage: u32, vocab_multiple: u32) -> f64 {
+pub fn stage_rank_with(
+    lc: &LayerCounts,
+    m: &Model,
+    tp: u32,
+    expert_split: u32,
+    pp: u32,
+    stage: u32,
+    vocab_multiple: u32,
+) -> f64 {
     let tp_f = tp as f64;
     let n_norm = lc.norm;
     let layers = stage_layers(m.layers, pp, stage);
@@ -215,7 +444,11 @@ pub fn stage_rank_with(lc: &LayerCounts, m: &Model, tp: u32, ep: u32, pp: u32, s
     let dense = (lc.dense_layer - lc.layer_norms) / tp_f + lc.layer_norms;
     let routed = m.experts as f64 * lc.expert_mlp;
     let shared = m.shared_experts as f64 * lc.expert_mlp;
-    let moe = lc.attention / tp_f + shared / tp_f + routed / (tp_f * ep as f64) + lc.router + lc.layer_norms;
+    let moe = lc.attention / tp_f
+        + shared / tp_f
+        + routed / expert_split as f64
+        + lc.router
+        + lc.layer_norms;
     let mut p = dense_here as f64 * dense + moe_here as f64 * moe;
     let vocab = padded_vocab(m.vocab, tp, vocab_multiple) as f64;
     let emb = vocab * m.hidden as f64 / tp_f;
@@ -228,7 +461,11 @@ pub fn stage_rank_with(lc: &LayerCounts, m: &Model, tp: u32, ep: u32, pp: u32, s
             p += emb;
         }
         if m.mtp_layers > 0 {
-            let layer = if m.is_moe_layer(m.layers - 1) { moe } else { dense };
+            let layer = if m.is_moe_layer(m.layers - 1) {
+                moe
+            } else {
+                dense
+            };
             let h = m.hidden as f64;
             p += m.mtp_layers as f64 * (layer + 2.0 * h * h / tp_f + 3.0 * n_norm);
             if pp > 1 {
@@ -260,7 +497,12 @@ mod tests {
     #[test]
     fn llama3_8b_gqa_matches_published() {
         // meta-llama/Meta-Llama-3-8B: 8,030,261,248 parameters (8 KV heads, ffn 14336, vocab 128256).
-        let m = Model { kv_heads: 8, ffn_hidden: 14336, vocab: 128_256, ..llama2_7b() };
+        let m = Model {
+            kv_heads: 8,
+            ffn_hidden: 14336,
+            vocab: 128_256,
+            ..llama2_7b()
+        };
         assert_eq!(total(&m), 8_030_261_248);
     }
 
@@ -283,13 +525,27 @@ mod tests {
         };
         assert_eq!(total(&m), 6_658_859_008);
         // Same model at SeqLen 65536: 6,918,905,856 (the position table grows).
-        assert_eq!(total(&Model { position_rows: 65536, ..m }), 6_918_905_856);
+        assert_eq!(
+            total(&Model {
+                position_rows: 65536,
+                ..m
+            }),
+            6_918_905_856
+        );
     }
 
     #[test]
     fn mixtral_counts_all_experts() {
         // mistralai/Mixtral-8x7B-v0.1: 46,702,792,704 parameters.
-        let m = Model { kv_heads: 8, ffn_hidden: 14336, experts: 8, topk: 2, moe_ffn_hidden: 14336, seq_len: 32768, ..llama2_7b() };
+        let m = Model {
+            kv_heads: 8,
+            ffn_hidden: 14336,
+            experts: 8,
+            topk: 2,
+            moe_ffn_hidden: 14336,
+            seq_len: 32768,
+            ..llama2_7b()
+        };
         assert_eq!(total(&m), 46_702_792_704);
         assert!(active(&m) < total(&m) / 3);
     }
@@ -297,8 +553,21 @@ mod tests {
     #[test]
     fn mla_attention_is_smaller_than_mha() {
         // DeepSeek-V2 attention dims (config.json); MLA compresses K/V through a 512 rank.
-        let mla = Mla { q_lora_rank: 1536, kv_lora_rank: 512, qk_rope_head_dim: 64, qk_nope_head_dim: 128, v_head_dim: 128 };
-        let m = Model { hidden: 5120, heads: 128, kv_heads: 128, head_dim: 128, mla: Some(mla), ..llama2_7b() };
+        let mla = Mla {
+            q_lora_rank: 1536,
+            kv_lora_rank: 512,
+            qk_rope_head_dim: 64,
+            qk_nope_head_dim: 128,
+            v_head_dim: 128,
+        };
+        let m = Model {
+            hidden: 5120,
+            heads: 128,
+            kv_heads: 128,
+            head_dim: 128,
+            mla: Some(mla),
+            ..llama2_7b()
+        };
         let mha = Model { mla: None, ..m };
         assert!(attention(&m) < attention(&mha));
     }
@@ -337,9 +606,26 @@ mod tests {
     fn moe_layer_counts_match_a_walk() {
         // Llama 4 Maverick interleaves (interleave_moe_layer_step 2: layers 1, 3, ... carry
         // experts); DeepSeek-V3 keeps its first 3 layers dense. Counting by range equals walking.
-        let base = Model { experts: 16, topk: 1, moe_ffn_hidden: 8192, ..llama2_7b() };
-        for (layers, dense, every) in [(48, 0, 2), (61, 3, 1), (48, 0, 1), (30, 5, 3), (7, 7, 2), (10, 0, 0)] {
-            let m = Model { layers, dense_layers: dense, moe_layer_every: every, ..base };
+        let base = Model {
+            experts: 16,
+            topk: 1,
+            moe_ffn_hidden: 8192,
+            ..llama2_7b()
+        };
+        for (layers, dense, every) in [
+            (48, 0, 2),
+            (61, 3, 1),
+            (48, 0, 1),
+            (30, 5, 3),
+            (7, 7, 2),
+            (10, 0, 0),
+        ] {
+            let m = Model {
+                layers,
+                dense_layers: dense,
+                moe_layer_every: every,
+                ..base
+            };
             let walk = |a: u32, n: u32| (a..a + n).filter(|&i| m.is_moe_layer(i)).count() as u32;
             assert_eq!(m.moe_layers(), walk(0, layers), "{layers} {dense} {every}");
             for pp in [1, 2, 3, 5] {
@@ -349,7 +635,11 @@ mod tests {
                 }
             }
         }
-        let maverick = Model { layers: 48, moe_layer_every: 2, ..base };
+        let maverick = Model {
+            layers: 48,
+            moe_layer_every: 2,
+            ..base
+        };
         assert_eq!(maverick.moe_layers(), 24);
         assert!(!maverick.is_moe_layer(0) && maverick.is_moe_layer(1));
     }
@@ -359,24 +649,86 @@ mod tests {
         // GPT-OSS alternates windowed and full layers from a windowed layer 0 (every 2); Gemma 3
         // has one full layer in 6; Mistral 7B windows every layer (0).
         for (layers, every) in [(36, 2), (24, 2), (62, 6), (32, 0), (5, 7)] {
-            let m = Model { layers, sliding_window: 128, full_attention_every: every, ..llama2_7b() };
-            let walk = |a: u32, n: u32| (a..a + n).filter(|&i| m.is_windowed_layer(i)).count() as u32;
+            let m = Model {
+                layers,
+                sliding_window: 128,
+                full_attention_every: every,
+                ..llama2_7b()
+            };
+            let walk =
+                |a: u32, n: u32| (a..a + n).filter(|&i| m.is_windowed_layer(i)).count() as u32;
             assert_eq!(m.windowed_layers(), walk(0, layers));
-            assert_eq!(m.windowed_layers_in(3, 10), walk(3, 10.min(layers.saturating_sub(3))));
+            assert_eq!(
+                m.windowed_layers_in(3, 10),
+                walk(3, 10.min(layers.saturating_sub(3)))
+            );
         }
-        assert_eq!(Model { layers: 36, sliding_window: 128, full_attention_every: 2, ..llama2_7b() }.windowed_layers(), 18);
+        assert_eq!(
+            Model {
+                layers: 36,
+                sliding_window: 128,
+                full_attention_every: 2,
+                ..llama2_7b()
+            }
+            .windowed_layers(),
+            18
+        );
         assert_eq!(llama2_7b().windowed_layers(), 0);
+    }
+
+    #[test]
+    fn lora_adapters_match_the_measured_model() {
+        // data/measured/h200_lora_steps.csv: a 16-layer Llama-style model (hidden 4096, 32 heads, 8 KV
+        // heads, SwiGLU 14336) with PEFT-style adapters on q, k, v, o, gate, up and down had
+        // 20,971,520 trainable parameters at rank 16 and 83,886,080 at rank 64 (counted by PyTorch).
+        let m = Model {
+            layers: 16,
+            kv_heads: 8,
+            ffn_hidden: 14336,
+            ..llama2_7b()
+        };
+        assert_eq!(lora_total(&m, 16, true), 20_971_520.0);
+        assert_eq!(lora_total(&m, 64, true), 83_886_080.0);
+        // Megatron-Core's fused QKV and gate/up carry one A each: r * (4 * 4096 + 6144 + 2 * 14336 + 14336 + 4096) a layer.
+        assert_eq!(
+            lora_total(&m, 16, false),
+            16.0 * 16.0 * (4.0 * 4096.0 + 6144.0 + 2.0 * 14336.0 + 14336.0 + 4096.0)
+        );
+        // The ranks of a tensor-parallel group together hold the whole adapters plus the replicated
+        // halves (A of column-parallel, B of row-parallel linears).
+        let one = lora_stage_rank(&m, 16, false, 1, 1, 1, 1, 0);
+        assert_eq!(one, lora_total(&m, 16, false));
+        assert!(lora_stage_rank(&m, 16, false, 4, 4, 1, 1, 0) < one / 2.0);
     }
 
     #[test]
     fn mtp_module_sits_on_the_last_stage() {
         // DeepSeek-V3 shape (config.json), one MTP module: at pp = 1 the stage holds the total; at
         // pp > 1 the stages hold the total plus the last stage's copy of the word embedding.
-        let mla = Mla { q_lora_rank: 1536, kv_lora_rank: 512, qk_rope_head_dim: 64, qk_nope_head_dim: 128, v_head_dim: 128 };
+        let mla = Mla {
+            q_lora_rank: 1536,
+            kv_lora_rank: 512,
+            qk_rope_head_dim: 64,
+            qk_nope_head_dim: 128,
+            v_head_dim: 128,
+        };
         let m = Model {
-            layers: 61, hidden: 7168, heads: 128, kv_heads: 128, head_dim: 128, ffn_hidden: 18432, vocab: 129280,
-            experts: 256, topk: 8, shared_experts: 1, moe_ffn_hidden: 2048, dense_layers: 3, mla: Some(mla),
-            router_bias: true, mtp_layers: 1, ..llama2_7b()
+            layers: 61,
+            hidden: 7168,
+            heads: 128,
+            kv_heads: 128,
+            head_dim: 128,
+            ffn_hidden: 18432,
+            vocab: 129280,
+            experts: 256,
+            topk: 8,
+            shared_experts: 1,
+            moe_ffn_hidden: 2048,
+            dense_layers: 3,
+            mla: Some(mla),
+            router_bias: true,
+            mtp_layers: 1,
+            ..llama2_7b()
         };
         assert_eq!(total(&m) - main(&m), mtp_module(&m, false));
         assert_eq!(stage_rank(&m, 1, 1, 1, 0, 128) as u128, total(&m));
