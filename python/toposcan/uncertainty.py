@@ -65,6 +65,10 @@ SOURCES: dict[str, tuple[str, str, str]] = {
     "h200-mem": ("mem_gb", "pytorch-h200", "h200"),
     "h100-steps": ("step_time_s", "pytorch-h200", "h100-80"),
     "h100-mem": ("mem_gb", "pytorch-h200", "h100-80"),
+    # NVIDIA's Megatron-Bridge runs span five GPUs: "*" takes each run's GPU from its group
+    # ("<gpu> <family>"), so Hopper and Blackwell get their own megatron-core cells.
+    "megatron-bridge": ("step_time_s", "megatron-core", "*"),
+    "megatron-bridge-new": ("step_time_s", "megatron-core", "*"),
 }
 
 FAMILIES = ("ampere", "hopper", "blackwell", "other")
@@ -108,6 +112,8 @@ def residuals() -> pl.DataFrame:
         if meas is None or pred is None or not (meas > 0 and pred > 0):
             continue  # OOM rows: no measured memory
         quantity, profile, gpu = SOURCES[r["table"]]
+        if gpu == "*":
+            gpu = str(r["group"]).split()[0]
         ratio = pred / meas if r["unit"] == "tok/s/GPU" else meas / pred
         rows.append({"table": r["table"], "group": _group_key(r["table"], r["group"], r["config"]),
                      "framework": framework_of(profile), "family": gpu_family(gpu), "quantity": quantity,

@@ -208,6 +208,12 @@ pub fn check_strategy(
     {
         return Some(Reject::FfnNotDivisibleByTp);
     }
+    check_layout(m, s, c)
+}
+
+/// The strategy rules past the GPU count and tensor parallelism's divisibility, which enumeration
+/// checks once per block of one (shape, tp) and so skips per candidate.
+pub fn check_layout(m: &Model, s: &Strategy, c: &Cluster) -> Option<Reject> {
     if m.layers < s.pp * s.vpp {
         return Some(Reject::TooFewLayersForPp);
     }
@@ -251,6 +257,24 @@ pub fn check_strategy(
             return Some(Reject::EpNotDivisibleIntoDp);
         }
     }
+    // The training-mode rules; a plain mode (most of an enumeration's candidates) skips them.
+    if s.mode.fsdp_shard != 0
+        || s.mode.schedule != Schedule::Auto
+        || s.mode.cp_comm != CpComm::Ring
+        || s.mode.offload != Offload::None
+    {
+        if let Some(r) = check_mode(m, s, c) {
+            return Some(r);
+        }
+    }
+    if c.gpu.peak(s.precision) <= 0.0 {
+        return Some(Reject::Fp8Unsupported);
+    }
+    check_zero(s)
+}
+
+/// Rules of the training-mode settings (HSDP groups, schedules, Ulysses, offload).
+fn check_mode(m: &Model, s: &Strategy, c: &Cluster) -> Option<Reject> {
     if s.mode.fsdp_shard > 0 && !s.dp.is_multiple_of(s.mode.fsdp_shard) {
         return Some(Reject::FsdpShardNotDivisor);
     }
@@ -276,13 +300,11 @@ pub fn check_strategy(
     if s.mode.offload != Offload::None && c.gpu.host_link_bw <= 0.0 {
         return Some(Reject::OffloadUnsupported);
     }
-    if c.gpu.peak(s.precision) <= 0.0 {
-        return Some(Reject::Fp8Unsupported);
-    }
-    check_zero(s)
+    None
 }
 
 /// The rules that depend on the ZeRO stage (enumeration checks them per stage).
+#[inline]
 pub fn check_zero(s: &Strategy) -> Option<Reject> {
     // DeepSpeed's pipeline engine asserts "ZeRO-2 and ZeRO-3 are incompatible with pipeline
     // parallelism" (deepspeed/runtime/pipe/engine.py); Megatron-LM shards only optimizer states.

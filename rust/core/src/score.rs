@@ -1232,10 +1232,11 @@ pub fn assemble(
     let gpus = s.gpus() as f64;
     let vp = params::padded_vocab(m.vocab, s.tp, s.vocab_multiple);
     let ft = &lc.flop_terms;
-    let f_meg = flops::megatron(ft, gbs, s.recompute, vp);
-    let f_model = flops::model(ft, gbs, lc.params_active);
-    let f_useful = flops::useful(ft, gbs);
-    let f_hw = flops::hardware(ft, gbs, s.recompute, s.flash_attention);
+    let frozen = lora;
+    let f_meg = flops::megatron(ft, gbs, s.recompute, vp, frozen);
+    let f_model = flops::model(ft, gbs, lc.params_active, frozen);
+    let f_useful = flops::useful(ft, gbs, frozen);
+    let f_hw = flops::hardware(ft, gbs, s.recompute, s.flash_attention, frozen);
     let f_6n = flops::six_n(ft, gbs);
     // MFU and HFU against the dense 16-bit peak whatever the precision (as NVIDIA's and
     // torchtitan's reports do), so that fp8 and bf16 runs compare on one scale.

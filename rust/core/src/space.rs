@@ -481,12 +481,19 @@ fn run_block(space: &Space, block: u64, per_block: u64, bound: &SharedBound, out
                                         zero_stage: 0,
                                         ..proto
                                     };
-                                    if let Some(r) = rules::check_strategy(
-                                        &m,
-                                        &s0,
-                                        c,
-                                        space.options.allow_cross_node_tp,
-                                    ) {
+                                    // The GPU count and tp's rules hold here unless infeasible
+                                    // rows are kept (the block-level checks above).
+                                    let rule = if space.keep_infeasible {
+                                        rules::check_strategy(
+                                            &m,
+                                            &s0,
+                                            c,
+                                            space.options.allow_cross_node_tp,
+                                        )
+                                    } else {
+                                        rules::check_layout(&m, &s0, c)
+                                    };
+                                    if let Some(r) = rule {
                                         if !space.keep_infeasible {
                                             let nz = space.zero_stage.len() as u64;
                                             out.pruned[r as usize] += nz;

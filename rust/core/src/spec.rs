@@ -388,6 +388,7 @@ impl Precision {
     /// each operand, which we take at the row-scaled rate (0.93, the factor the `megatron-core`
     /// profile was fitted with); blockwise the block-scaled kernel. MXFP8 and NVFP4 (32- and
     /// 16-element blocks, scaled in hardware on Blackwell) at the row-scaled factor until measured.
+    #[inline]
     pub fn gemm_rate_factor(self, recipe: Fp8Recipe) -> f64 {
         match self {
             Precision::Fp8 => match recipe {
@@ -565,6 +566,7 @@ impl Strategy {
     }
 
     /// The schedule that runs: `Auto` resolved by `vpp`.
+    #[inline]
     pub fn schedule(&self) -> Schedule {
         match self.mode.schedule {
             Schedule::Auto | Schedule::OneF1B | Schedule::Interleaved if self.vpp > 1 => {
@@ -576,6 +578,7 @@ impl Strategy {
     }
 
     /// Expert tensor-parallel size: `etp`, or tp when not set.
+    #[inline]
     pub fn etp(&self) -> u32 {
         if self.mode.etp == 0 {
             self.tp
@@ -585,6 +588,7 @@ impl Strategy {
     }
 
     /// Data-parallel ranks one ZeRO shard group spans: `fsdp_shard`, or all of dp.
+    #[inline]
     pub fn shard_group(&self) -> u32 {
         if self.mode.fsdp_shard == 0 {
             self.dp
@@ -595,12 +599,14 @@ impl Strategy {
 
     /// The fraction of its peak a GEMM reaches relative to a 16-bit one on the same shape
     /// ([`Precision::gemm_rate_factor`] with the FP8 recipe's scaling granularity).
+    #[inline]
     pub fn gemm_rate_factor(&self) -> f64 {
         self.precision.gemm_rate_factor(self.mode.fp8_recipe)
     }
 
     /// Micro batches per iteration and replica (gradient accumulation steps); 0 if `gbs` is not
     /// a multiple of `mbs * dp`.
+    #[inline]
     pub fn grad_accum(&self) -> u32 {
         let per = self.mbs as u64 * self.dp as u64;
         if per == 0 || !(self.gbs as u64).is_multiple_of(per) {

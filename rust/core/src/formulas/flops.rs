@@ -12,6 +12,10 @@
 //!
 //! `N'` is the parameters a token multiplies: the active layer weights and the LM head, not the
 //! input embedding or position table (a lookup, not a matmul).
+//!
+//! Under LoRA (`frozen`) the weight-gradient GEMMs do not run: every convention but `6N` counts
+//! `4 N'` (forward and input gradient) instead of `6 N'`; the rank-r adapters' own FLOPs (`~6 r
+//! (in + out)` a token and linear, under 1% at r 16 on a 4096-wide model) are left out.
 
 use crate::spec::{Model, Recompute};
 
@@ -101,33 +105,45 @@ impl Terms {
 /// # Source
 /// Narayanan et al. 2021 (SC'21), eq. 3; bigscience-workshop/Megatron-DeepSpeed PR 251
 /// (`throughput_calculator`), quoted in DESIGN.md and seeds/001 "TFLOPs calculation improved".
-pub fn megatron(t: &Terms, gbs: u64, recompute: Recompute, padded_vocab: u64) -> f64 {
+pub fn megatron(t: &Terms, gbs: u64, recompute: Recompute, padded_vocab: u64, frozen: bool) -> f64 {
     let f = if recompute == Recompute::Full {
         4.0
     } else {
         3.0
     };
     let (b, s, h, v) = (gbs as f64, t.seq, t.hidden, padded_vocab as f64);
-    f * b * (2.0 * s * t.layers + t.attn_full) + 6.0 * b * s * h * v
+    let w = if frozen { 1.0 } else { 0.0 };
+    f * b * (2.0 * s * t.layers + t.attn_full) - w * 2.0 * b * s * t.layers
+        + (6.0 - 2.0 * w) * b * s * h * v
 }
 
 /// Model FLOPs per iteration in seeds/002's (llm-foundry's) convention: `B * (6 N s + 3 * attn)`,
 /// N every parameter a token uses including the embedding ([`crate::formulas::params::active`]),
 /// attention `l * 4 h s^2` (non-causal).
-pub fn model(t: &Terms, gbs: u64, n: f64) -> f64 {
-    gbs as f64 * (6.0 * n * t.seq + 3.0 * t.attn_full)
+pub fn model(t: &Terms, gbs: u64, n: f64, frozen: bool) -> f64 {
+    gbs as f64 * (weight_passes(frozen) * n * t.seq + 3.0 * t.attn_full)
+}
+
+/// FLOPs per weight and token of forward and backward: 6, or 4 without weight gradients (LoRA).
+#[inline]
+fn weight_passes(frozen: bool) -> f64 {
+    if frozen {
+        4.0
+    } else {
+        6.0
+    }
 }
 
 /// Useful FLOPs per iteration, the MFU numerator: `B * (6 N' s + 3 * causal attention)`. A causal
 /// kernel skips the masked half of `s^2`, so counting it would let MFU exceed what runs.
-pub fn useful(t: &Terms, gbs: u64) -> f64 {
-    gbs as f64 * (6.0 * (t.layers + t.head) * t.seq + 3.0 * t.attn_causal)
+pub fn useful(t: &Terms, gbs: u64, frozen: bool) -> f64 {
+    gbs as f64 * (weight_passes(frozen) * (t.layers + t.head) * t.seq + 3.0 * t.attn_causal)
 }
 
 /// Hardware FLOPs per iteration, the HFU numerator: what the kernels execute. Full recompute runs
 /// the layers' forward twice (not the LM head), selective the attention core; flash kernels skip
 /// the masked half of a causal `s^2`, unfused score GEMMs compute all of it.
-pub fn hardware(t: &Terms, gbs: u64, recompute: Recompute, flash: bool) -> f64 {
+pub fn hardware(t: &Terms, gbs: u64, recompute: Recompute, flash: bool, frozen: bool) -> f64 {
     let s = t.seq;
     let attn = if flash { t.attn_causal } else { t.attn_full };
     let layers = t.layers;
@@ -136,7 +152,9 @@ pub fn hardware(t: &Terms, gbs: u64, recompute: Recompute, flash: bool) -> f64 {
         Recompute::Selective => (6.0, 4.0),
         Recompute::None => (6.0, 3.0),
     };
-    gbs as f64 * (s * (layer_passes * layers + 6.0 * t.head) + attn_passes * attn)
+    let wgrad = 6.0 - weight_passes(frozen);
+    gbs as f64
+        * (s * ((layer_passes - wgrad) * layers + (6.0 - wgrad) * t.head) + attn_passes * attn)
 }
 
 /// `6 N'` per token, no attention term (Kaplan et al. 2020, "C = 6N"); seeds/002's `mfu*`.
@@ -159,7 +177,7 @@ mod tests {
         // seeds/001 "48 node contenders", NHIDDEN=14336 NLAYERS=72, DP4 TP8 PP12 MBS1 GBS2048:
         // 143.31 s/it, 112.49 TFLOPs on 384 GPUs.
         let m = seed001(14336, 72, 64);
-        let f = megatron(&Terms::new(&m), 2048, Recompute::Full, 250880);
+        let f = megatron(&Terms::new(&m), 2048, Recompute::Full, 250880, false);
         assert!((tflops(f, 143.31, 384.0) / 112.49 - 1.0).abs() < 1e-3);
         // "GBS Variations", DP8 TP4 PP12 MBS4: 111.89 s/it, 144.08 TFLOPs.
         assert!((tflops(f, 111.89, 384.0) / 144.08 - 1.0).abs() < 1e-3);
@@ -201,8 +219,14 @@ mod tests {
         // Useful FLOPs never exceed the hardware's, whatever the recompute.
         let t = Terms::new(&m);
         for rc in [Recompute::None, Recompute::Selective, Recompute::Full] {
-            assert!(hardware(&t, 8, rc, true) >= useful(&t, 8));
-            assert!(megatron(&t, 8, rc, 32000) >= six_n(&t, 8));
+            assert!(hardware(&t, 8, rc, true, false) >= useful(&t, 8, false));
+            assert!(megatron(&t, 8, rc, 32000, false) >= six_n(&t, 8));
+            // LoRA: two thirds of the weight FLOPs, whatever the recompute.
+            assert!(hardware(&t, 8, rc, true, true) < hardware(&t, 8, rc, true, false));
+            assert!(
+                useful(&t, 8, true) < useful(&t, 8, false)
+                    && useful(&t, 8, true) > 0.6 * useful(&t, 8, false)
+            );
         }
     }
 
@@ -225,7 +249,7 @@ mod tests {
         };
         let seqs_per_s = 37130.0 / 2048.0;
         let n = params::active(&m) as f64;
-        let mfu = model(&Terms::new(&m), 1, n) * seqs_per_s / (8.0 * 312e12) * 100.0;
+        let mfu = model(&Terms::new(&m), 1, n, false) * seqs_per_s / (8.0 * 312e12) * 100.0;
         assert!((mfu - 64.23).abs() < 0.1, "{mfu}");
         // With checkpointing HFU is 4/3 of MFU (7b SeqLen 4096 row: MFU 54.84, HFU 73.12).
         let _ = n;
