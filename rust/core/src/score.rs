@@ -988,20 +988,32 @@ pub fn assemble(
     // reduce-scatters the gradients (not under LoRA: the base is frozen), partly overlapped with the
     // layer's compute. With the weights offloaded each rank also streams its shard in from host
     // memory for both passes and its gradient shard out.
-    let layer_split = |w: Work, re: Work, layer_params: f64| {
-        let busy = secs(w) + prof.layer_overhead_s;
-        let shard = layer_params / s.tp as f64;
-        let mut moved = if s.zero_stage >= 3 && g > 1 {
-            let (bw, alpha) = group_link(c, g, dp_stride, prof);
-            (if lora { 2.0 } else { 3.0 }) * comm::all_gather(shard * 2.0, g, bw, alpha)
+    let layer_split = |w: Work, re: Work, moe_layer: bool| {
+        let params_offloaded = s.mode.offload == Offload::OptimizerParams;
+        let fsdp_comm = if (s.zero_stage >= 3 && g > 1) || params_offloaded {
+            // One layer's weights on a tensor-parallel rank (an MoE layer's experts over ep); counted
+            // only here, as the u128 count is costly in the scorer's loop.
+            let layer_params = if moe_layer {
+                params::moe_layer(m) as f64 / s.ep as f64
+            } else {
+                params::dense_layer(m) as f64
+            };
+            let shard = layer_params / s.tp as f64;
+            let passes = if lora { 2.0 } else { 3.0 };
+            let mut moved = if s.zero_stage >= 3 && g > 1 {
+                let (bw, alpha) = group_link(c, g, dp_stride, prof);
+                passes * comm::all_gather(shard * 2.0, g, bw, alpha)
+            } else {
+                0.0
+            };
+            if params_offloaded {
+                moved += passes * shard / g as f64 * 2.0 / host_link;
+            }
+            // Hidden behind the layer's compute up to the profile's overlap fraction.
+            moved - prof.fsdp_overlap * moved.min(secs(w) + prof.layer_overhead_s)
         } else {
             0.0
         };
-        if s.mode.offload == Offload::OptimizerParams {
-            moved += (if lora { 2.0 } else { 3.0 }) * shard / g as f64 * 2.0 / host_link;
-        }
-        // Hidden behind the layer's compute up to the profile's overlap fraction.
-        let fsdp_comm = moved - prof.fsdp_overlap * moved.min(busy);
         let own = w.sub(re);
         // DualPipe overlaps one direction's all-to-alls with the other's compute (DeepSeek-V3
         // report §3.2.1): only what the compute cannot cover shows.
@@ -1021,13 +1033,9 @@ pub fn assemble(
             p2p: 0.0,
         }
     };
-    let dense = layer_split(lc.dense, lc.dense_recompute, params::dense_layer(m) as f64);
+    let dense = layer_split(lc.dense, lc.dense_recompute, false);
     let moe = if m.is_moe() {
-        layer_split(
-            lc.moe,
-            lc.moe_recompute,
-            params::moe_layer(m) as f64 / s.ep as f64,
-        )
+        layer_split(lc.moe, lc.moe_recompute, true)
     } else {
         dense
     };
@@ -1181,13 +1189,15 @@ pub fn assemble(
     let dp_comm_s = if s.dp > 1 {
         let dp = s.dp as u64;
         let grads = p_stage * prof.grad_bytes;
-        let (bw, alpha) = group_link(c, g, dp_stride, prof);
-        let replicas = dp / g;
-        let across = if replicas > 1 && s.zero_stage >= 1 {
-            let (rbw, ralpha) = group_link(c, replicas, dp_stride * g, prof);
-            comm::all_reduce(grads / g as f64, replicas, rbw, ralpha)
-        } else {
-            0.0
+        // Links are looked up only where used: this runs for every scored candidate.
+        let across = || {
+            if g < dp && s.zero_stage >= 1 {
+                let replicas = dp / g;
+                let (rbw, ralpha) = group_link(c, replicas, dp_stride * g, prof);
+                comm::all_reduce(grads / g as f64, replicas, rbw, ralpha)
+            } else {
+                0.0
+            }
         };
         match s.zero_stage {
             0 => {
@@ -1195,16 +1205,22 @@ pub fn assemble(
                 comm::all_reduce(grads, dp, bw, alpha)
             }
             1 if prof.zero1_allreduce => {
-                let (dbw, dalpha) = group_link(c, dp, dp_stride, prof);
-                comm::all_reduce(grads, dp, dbw, dalpha)
-                    + comm::all_gather(p_stage * 2.0, g, bw, alpha)
+                let (bw, alpha) = group_link(c, dp, dp_stride, prof);
+                let (gbw, galpha) = if g == dp {
+                    (bw, alpha)
+                } else {
+                    group_link(c, g, dp_stride, prof)
+                };
+                comm::all_reduce(grads, dp, bw, alpha)
+                    + comm::all_gather(p_stage * 2.0, g, gbw, galpha)
             }
             1 | 2 => {
+                let (bw, alpha) = group_link(c, g, dp_stride, prof);
                 comm::all_gather(grads, g, bw, alpha)
-                    + across
+                    + across()
                     + comm::all_gather(p_stage * 2.0, g, bw, alpha)
             }
-            _ => across,
+            _ => across(),
         }
     } else {
         0.0
