@@ -88,7 +88,31 @@ def layout_case(rng: random.Random) -> dict:
         layout[key] = rng.choice((2, 3, 5, 6, 7, 12))
         layout["sequence_parallel"] = layout["sequence_parallel"] and layout["tp"] > 1
     return dict(model=model, gpu=gpu, nodes=nodes, seq_len=seq_len, profile=rng.choice(PROFILES), layout=layout,
-                vpp_per_stage=rng.random() < 0.5, flags=rng.random() < 0.5)
+                vpp_per_stage=rng.random() < 0.5, flags=rng.random() < 0.5, mode=mode_case(rng, layout, dp, experts))
+
+
+def mode_case(rng: random.Random, lay: dict, dp: int, experts: int) -> dict:
+    """Training-mode keywords (issue 16) for half of the layouts: fine-tuning, offload, HSDP, expert
+    tensor parallelism, schedules, Ulysses, FP8 recipes; the other half plain pretraining."""
+    if rng.random() < 0.5:
+        return {}
+    mode: dict = {}
+    task = rng.choice(("pretrain", "sft", "lora"))
+    mode["task"] = task
+    if task == "lora":
+        mode["lora_rank"] = rng.choice((8, 16, 64))
+    mode["offload"] = rng.choice(("none", "optimizer") + (("optimizer+params",) if lay["zero_stage"] == 3 else ()))
+    if lay["zero_stage"] >= 1 and dp > 1 and rng.random() < 0.3:
+        mode["fsdp_shard"] = rng.choice([d for d in _divisors(dp) if d < dp] or [dp])
+    if experts and rng.random() < 0.3:
+        mode["etp"] = 1
+    if lay["vpp"] == 1 and lay["pp"] % 2 == 0 and rng.random() < 0.3:
+        mode["schedule"] = rng.choice(("1f1b", "zero-bubble", "dualpipe"))
+    if lay["cp"] > 1 and rng.random() < 0.5:
+        mode["cp_comm"] = rng.choice(("ring", "ulysses"))
+    if lay["precision"] == "fp8":
+        mode["fp8_recipe"] = rng.choice(("delayed", "current", "blockwise"))
+    return mode
 
 
 def _megatron_args(model: str, seq_len: int, lay: dict, use_vpp_per_stage: bool, use_flags: bool) -> str:
@@ -135,13 +159,14 @@ def problems(case: dict) -> None:
     shape = {"seq_len": case["seq_len"]} if case["seq_len"] else {}
     seq_len = case["seq_len"] or catalog.model_spec(model)["seq_len"]
 
+    mode = case.get("mode", {})
     pinned = {k: [v] for k, v in lay.items() if k != "precision"}
-    en = toposcan.enumerate(model, **where, **shape, **pinned, precision=lay["precision"])
+    en = toposcan.enumerate(model, **where, **shape, **pinned, precision=lay["precision"], **mode)
     args = _megatron_args(model, seq_len, lay, case["vpp_per_stage"], case["flags"])
-    rep = toposcan.check(args=args, model=model, **where, compare=False)
+    rep = toposcan.check(args=args, model=model, **where, compare=False, **mode)
     failed = {c.code for c in rep.checks if c.status == "fail"}
     try:
-        ev = toposcan.evaluate(model, **where, **shape, **lay).row(0, named=True)
+        ev = toposcan.evaluate(model, **where, **shape, **lay, **mode).row(0, named=True)
     except toposcan.InputError as e:  # tp*pp*cp does not divide the GPUs: no dp to default to
         assert e.code == "gpus_mismatch", e
         assert en.height == 0
@@ -157,7 +182,7 @@ def problems(case: dict) -> None:
         assert not diff, diff
     elif ev["reject"] == "oom":  # kept with include_infeasible: still the same numbers
         kept = toposcan.enumerate(model, **where, **shape, **pinned, precision=lay["precision"],
-                                  include_infeasible=True)
+                                  include_infeasible=True, **mode)
         assert kept.height == 1
         row = kept.row(0, named=True)
         diff = {k: (ev[k], row[k]) for k in row if not _same(ev[k], row[k])}

@@ -162,6 +162,13 @@ def config(rng: random.Random) -> dict:
         kw["flash_attention"] = rng.random() < 0.5
     if rng.random() < 0.5:
         kw["profile"] = rng.choice(PROFILES)
+    # Training modes (issue 16), consistent or not: a conflict must be a one-line error too.
+    for key, values in (("task", ("pretrain", "sft", "lora")), ("lora_rank", (1, 16, 1024)),
+                        ("offload", ("none", "optimizer", "optimizer+params")), ("fsdp_shard", (0, 1, 2, 3, 8)),
+                        ("etp", (0, 1, 2)), ("schedule", ("1f1b", "interleaved", "zero-bubble", "dualpipe")),
+                        ("cp_comm", ("ring", "ulysses", "a2a")), ("fp8_recipe", ("delayed", "current", "blockwise"))):
+        if rng.random() < 0.15:
+            kw[key] = rng.choice(values)
     return kw
 
 

@@ -208,11 +208,12 @@ pub fn check_strategy(
     {
         return Some(Reject::FfnNotDivisibleByTp);
     }
-    check_layout(m, s, c)
+    check_layout(m, s, c).or_else(|| check_zero(s))
 }
 
-/// The strategy rules past the GPU count and tensor parallelism's divisibility, which enumeration
-/// checks once per block of one (shape, tp) and so skips per candidate.
+/// The strategy rules past the GPU count and tensor parallelism's divisibility (which enumeration
+/// checks once per block of one (shape, tp)) and before the ZeRO stage's ([`check_zero`], which it
+/// checks per stage).
 pub fn check_layout(m: &Model, s: &Strategy, c: &Cluster) -> Option<Reject> {
     if m.layers < s.pp * s.vpp {
         return Some(Reject::TooFewLayersForPp);
@@ -270,7 +271,7 @@ pub fn check_layout(m: &Model, s: &Strategy, c: &Cluster) -> Option<Reject> {
     if c.gpu.peak(s.precision) <= 0.0 {
         return Some(Reject::Fp8Unsupported);
     }
-    check_zero(s)
+    None
 }
 
 /// Rules of the training-mode settings (HSDP groups, schedules, Ulysses, offload).
