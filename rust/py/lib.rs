@@ -674,8 +674,10 @@ fn gemm_time(
 
 /// Seconds of causal flash attention's forward at 100% of the tensor peak (the core's model,
 /// `formulas::gemm::flash_attention_fwd`; backward is 2.5x), for `batch_heads` problems of
-/// `s_q` queries over `s_k` keys; a profile's `attention_efficiency` divides it.
+/// `s_q` queries over `s_k` keys; with `window` > 0, sliding-window attention over a sequence of
+/// `s_k` keys (`flash_attention_window_fwd`). A profile's `attention_efficiency` divides it.
 #[pyfunction]
+#[pyo3(signature = (cluster_d, precision, s_q, s_k, head_dim, batch_heads, window=0))]
 fn attention_time(
     cluster_d: &Bound<'_, PyDict>,
     precision: &str,
@@ -683,6 +685,7 @@ fn attention_time(
     s_k: u64,
     head_dim: u64,
     batch_heads: u64,
+    window: u64,
 ) -> PyResult<f64> {
     let (c, p) = (
         cluster(cluster_d)?,
@@ -697,14 +700,29 @@ fn attention_time(
         ],
         32,
     )?;
-    Ok(toposcan_core::formulas::gemm::flash_attention_fwd(
-        &c.gpu,
-        p,
-        s_q,
-        s_k,
-        head_dim,
-        batch_heads,
-    ))
+    if window > 1 << 32 {
+        return Err(core_err(TopoError::too_large("window", window, 1u64 << 32)));
+    }
+    Ok(if window > 0 {
+        toposcan_core::formulas::gemm::flash_attention_window_fwd(
+            &c.gpu,
+            p,
+            s_q,
+            s_k,
+            window,
+            head_dim,
+            batch_heads,
+        )
+    } else {
+        toposcan_core::formulas::gemm::flash_attention_fwd(
+            &c.gpu,
+            p,
+            s_q,
+            s_k,
+            head_dim,
+            batch_heads,
+        )
+    })
 }
 
 /// (name, type, doc) of every output column, in frame order.

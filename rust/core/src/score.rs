@@ -19,7 +19,7 @@
 
 use crate::error::Result;
 use crate::formulas::comm::{self, ALPHA_INTER_S, ALPHA_INTRA_S};
-use crate::formulas::gemm::{flash_attention_fwd, Gemm};
+use crate::formulas::gemm::{flash_attention_fwd, flash_attention_window_fwd, Gemm};
 use crate::formulas::{energy, flops, memory, params};
 use crate::profile::Profile;
 use crate::rules::{self, warn, Reject};
@@ -326,16 +326,23 @@ impl LayerBase {
         let batch_heads = s.mbs as u64 * attn_heads;
         let s_k = m.seq_len as u64;
         let (core_fwd, core_bwd) = if s.flash_attention {
-            // Windowed layers (sliding-window attention) see at most `window` keys per query: the
-            // causal kernel model halves its key range, so a band of w keys is priced as 2w
-            // causal keys. Stages mix both kinds evenly enough (GPT-OSS alternates) to price an
-            // average layer.
+            // Windowed layers (sliding-window attention) compute the key blocks their window
+            // touches (`flash_attention_window_fwd`). Stages mix both kinds evenly enough (GPT-OSS
+            // alternates) to price an average layer.
             let full = flash_attention_fwd(gpu, p, q_len, s_k, hd, batch_heads);
             let windowed = m.windowed_layers() as f64 / m.layers as f64;
             let f = if windowed > 0.0 {
-                let band = (2 * m.sliding_window as u64).min(s_k);
                 (1.0 - windowed) * full
-                    + windowed * flash_attention_fwd(gpu, p, q_len, band, hd, batch_heads)
+                    + windowed
+                        * flash_attention_window_fwd(
+                            gpu,
+                            p,
+                            q_len,
+                            s_k,
+                            m.sliding_window as u64,
+                            hd,
+                            batch_heads,
+                        )
             } else {
                 full
             };

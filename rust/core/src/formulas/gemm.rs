@@ -133,6 +133,45 @@ pub fn flash_attention_fwd(
     head_dim: u64,
     batch_heads: u64,
 ) -> f64 {
+    flash_tiles(gpu, p, s_q, 0.5 * s_k as f64, head_dim, batch_heads)
+}
+
+/// [`flash_attention_fwd`] for sliding-window attention over a sequence of `s_k` keys: a
+/// block-sparse kernel (FlashAttention's `window_size`, FlexAttention's block masks, 128 x 128
+/// blocks) computes every key block holding one unmasked pair, `min(i + 1, ceil(w / 128) + 1)` for
+/// query block `i`; the keys a query block reads are that count averaged over the sequence (a window
+/// of 128 costs two blocks, not one: the far edge's partial block is computed whole). The counts equal
+/// torch 2.11's `create_block_mask` on seq 4096-32768, windows 128-2048 (tests/test_window_attention.py).
+pub fn flash_attention_window_fwd(
+    gpu: &Gpu,
+    p: Precision,
+    s_q: u64,
+    s_k: u64,
+    window: u64,
+    head_dim: u64,
+    batch_heads: u64,
+) -> f64 {
+    let block = 128u128;
+    let n = (s_k as u128).div_ceil(block).max(1);
+    let kb = (window as u128).div_ceil(block) + 1;
+    let blocks = if n <= kb {
+        n * (n + 1) / 2
+    } else {
+        kb * (kb + 1) / 2 + (n - kb) * kb
+    };
+    let keys = blocks as f64 / n as f64 * block as f64;
+    flash_tiles(gpu, p, s_q, keys.min(s_k as f64), head_dim, batch_heads)
+}
+
+/// The flash kernel's time for query blocks of 128 rows that each read `keys` keys on average.
+fn flash_tiles(
+    gpu: &Gpu,
+    p: Precision,
+    s_q: u64,
+    keys: f64,
+    head_dim: u64,
+    batch_heads: u64,
+) -> f64 {
     // Attention runs in 16-bit even under fp8 training (TransformerEngine keeps it in bf16).
     let p = if p.low_precision_gemm() {
         Precision::Bf16
@@ -145,7 +184,7 @@ pub fn flash_attention_fwd(
     // The kernels are compiled for head dimensions in steps of 32 (FlashAttention-2's
     // hdim32 ... hdim256 instantiations); another size runs the next one up, padded (80 runs as 96).
     let kernel_dim = head_dim.div_ceil(32) * 32;
-    let flops_per_tile = 4.0 * block as f64 * s_k as f64 * kernel_dim as f64 * 0.5;
+    let flops_per_tile = 4.0 * block as f64 * keys * kernel_dim as f64;
     let aligned = head_dim.is_multiple_of(p.tensor_core_alignment());
     let rate = if aligned {
         gpu.peak(p) / gpu.sms as f64
